@@ -34,7 +34,11 @@ class SigmoidSurrogate(torch.autograd.Function):
         return grad * ctx.alpha * s * (1 - s), None
 
 
-class LIF(nn.Module):
+class Neuron(nn.Module):
+    """Base class of every neuron module (spiking or not), so analysis hooks can find them."""
+
+
+class LIF(Neuron):
     """Multi-step leaky integrate-and-fire neuron; input and output ``[T, ...]``."""
 
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, v_reset: float | None = 0.0,
@@ -75,7 +79,7 @@ class IF(LIF):
         return v + x
 
 
-class ReLUNeuron(nn.Module):
+class ReLUNeuron(Neuron):
     """Non-spiking twin (the paper's "Max-Former (ANN)" row, Table 2): ``relu(x)``."""
 
     def __init__(self, **_: object) -> None:
