@@ -726,7 +726,8 @@ def parse_spec(spec: str) -> dict[str, object]:
 def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
     """Build a model of the zoo by name (:func:`list_models`), with config overrides such as
     ``T``, ``num_classes``, ``in_channels``, ``img_size``, ``neuron`` (``lif``/``if``/``relu``),
-    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, and/or an ablation ``spec`` string."""
+    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, ``width`` (the last stage's width D of
+    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string."""
     base = name[: -len("_ann")] if name.endswith("_ann") else name
     if base not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
@@ -735,6 +736,10 @@ def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
     if spec:
         overrides = {**parse_spec(spec), **overrides}
     config = MaxResNetConfig if base.startswith("max_resnet") else MaxFormerConfig
+    if "width" in overrides and config is MaxFormerConfig:  # the paper's "4-384": last-stage width D
+        width = overrides.pop("width")
+        dims = overrides.get("dims") or MODELS[base]().cfg.dims
+        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)
     valid = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
