@@ -51,10 +51,8 @@ DEFAULT_DATA_DIR = "data"
 DEFAULT_T = {"digits-dvs": 4, "dvsgesture": 16, "cifar10dvs": 16}
 DVS_SIZE = (128, 128)  # (H, W) of the DVS128 sensor used by both event datasets
 INTEGRATION_VERSION = 1  # bump when integrate_frames or a reader's coordinate mapping changes
+SIMULATION_VERSION = 1  # bump when simulate_digit_events changes
 
-GESTURE_CLASSES = ("hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
-                   "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
-                   "arm_roll", "air_drums", "air_guitar", "other_gestures")
 CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # SpikingJelly stores Gesture samples in folders '0'..'10' and torchvision numbers them in string order,
 # so the authors' target for IBM class c (1..11) is this table's entry c-1 (DATASETS.md section 1.6).
@@ -207,6 +205,14 @@ class EventSample:
     load: Callable[[], np.ndarray] = field(compare=False)
 
 
+def save_npz(path: Path, compressed: bool, **arrays: np.ndarray) -> None:
+    """Write an npz through a temporary file, so an interrupted run never leaves a half-written one."""
+    tmp = path.with_name(path.stem + ".tmp")
+    with open(tmp, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+    os.replace(tmp, path)
+
+
 def _file_identity(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
     stats = ((p, p.stat()) for p in sorted(set(paths)))
     return [(str(p.resolve()), s.st_size, s.st_mtime_ns) for p, s in stats]
@@ -233,10 +239,7 @@ def cache_frames(samples: Sequence[EventSample], sources: Sequence[Path], datase
     for sample, file in tqdm(todo, desc=f"integrating {dataset} {split} frames (T={T})", unit="sample"):
         frames = integrate_frames(sample.load(), T, *size)
         compact = frames.astype(np.uint16) if frames.max(initial=0) <= np.iinfo(np.uint16).max else frames
-        tmp = file.with_name(file.stem + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, frames=compact)
-        os.replace(tmp, file)
+        save_npz(file, compressed=True, frames=compact)
     (folder / "complete.json").write_text(json.dumps({"dataset": dataset, "split": split, "T": T,
                                                       "samples": len(samples)}))
     return files
@@ -542,16 +545,18 @@ def simulate_digit_events(images: np.ndarray, cfg: DigitsDVSConfig = DigitsDVSCo
 def _simulate(images: np.ndarray, cfg: DigitsDVSConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     g = torch.Generator().manual_seed(seed)
     n, size, pad = len(images), cfg.canvas, (cfg.canvas - cfg.digit_size) // 2
+    digits = torch.as_tensor(images, dtype=torch.float32)[:, None]  # [n, 1, h, w]
     canvas = torch.zeros(n, 1, size, size)
     canvas[..., pad:pad + cfg.digit_size, pad:pad + cfg.digit_size] = nnf.interpolate(
-        torch.as_tensor(images, dtype=torch.float32)[:, None], size=(cfg.digit_size,) * 2, mode="bilinear",
-        align_corners=False)
-    shift = _saccade(cfg)[:, None] + (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * cfg.offset_px
-    threshold = (cfg.threshold + cfg.threshold_std * torch.randn(n, size * size, generator=g)).clamp(min=cfg.threshold_min)
+        digits, size=(cfg.digit_size,) * 2, mode="bilinear", align_corners=False)
+    offset = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * cfg.offset_px
+    shift = (_saccade(cfg)[:, None] + offset).float()  # [steps + 1, n, 2] displacement in px
+    threshold = cfg.threshold + cfg.threshold_std * torch.randn(n, size * size, generator=g)
+    threshold = threshold.clamp(min=cfg.threshold_min)  # [n, P], P = size * size pixels
     identity = nnf.affine_grid(torch.eye(2, 3)[None], [1, 1, size, size], align_corners=False)  # [1, H, W, 2]
 
-    def log_intensity(k: int) -> Tensor:  # [n, size*size] at step k
-        grid = identity - (2.0 * shift[k] / size).float()[:, None, None, :]  # output(p) = input(p - shift)
+    def log_intensity(k: int) -> Tensor:  # [n, P] at step k
+        grid = identity - (2.0 * shift[k] / size)[:, None, None, :]  # output(p) = input(p - shift)
         moved = nnf.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         light = cfg.background + (1 - cfg.background) * moved.view(n, -1)
         return light.log() + cfg.log_noise * torch.randn(n, size * size, generator=g)
@@ -560,29 +565,43 @@ def _simulate(images: np.ndarray, cfg: DigitsDVSConfig, seed: int) -> tuple[np.n
     chunks = []
     for k in tqdm(range(1, cfg.steps + 1), desc="simulating digit events", unit="step", leave=False):
         cur = log_intensity(k)
-        diff = cur - ref
-        count = torch.floor(diff.abs() / threshold).long().view(-1)
-        pix = count.nonzero().squeeze(1)
-        c = count[pix]
-        where = torch.repeat_interleave(pix, c)  # one entry per event: flat (sample, pixel) index
-        j = torch.arange(len(where)) - torch.repeat_interleave(c.cumsum(0) - c, c) + 1  # crossing 1..n
-        sign = diff.sign().view(-1)[where]
-        level = ref.view(-1)[where] + sign * j * threshold.view(-1)[where]
-        p0, p1 = prev.view(-1)[where], cur.view(-1)[where]
-        frac = ((level - p0) / torch.where(p1 == p0, 1.0, p1 - p0)).clamp(0, 1)
-        chunks.append((where, ((k - 1 + frac.double()) * cfg.step_us).long(), sign > 0))
-        ref = ref + diff.sign() * count.view(n, -1) * threshold
+        pixel, frac, on, ref = _threshold_crossings(prev, cur, ref, threshold)
+        chunks.append((pixel, ((k - 1 + frac.double()) * cfg.step_us).long(), on))
         prev = cur
-    duration_s = cfg.steps * cfg.step_us * 1e-6
-    noise = torch.poisson(torch.full((n,), cfg.noise_hz * size * size * duration_s, dtype=torch.float64), generator=g).long()
-    m = int(noise.sum())
-    chunks.append((torch.repeat_interleave(torch.arange(n), noise) * size * size + torch.randint(size * size, (m,), generator=g),
-                   torch.randint(cfg.steps * cfg.step_us, (m,), generator=g), torch.rand(m, generator=g) < 0.5))
-    where, t, p = (torch.cat(parts).numpy() for parts in zip(*chunks))
-    sample, pixel = where // (size * size), where % (size * size)
-    order = np.lexsort((t, sample))
+    chunks.append(_background_noise(n, size * size, cfg.noise_hz, cfg.steps * cfg.step_us, g))
+    flat, t, p = (torch.cat(parts).numpy() for parts in zip(*chunks))
+    sample, pixel = flat // (size * size), flat % (size * size)
+    order = np.lexsort((t, sample))  # sample by sample, time-sorted within (stable: ties keep emission order)
     events = make_events(t[order], pixel[order] % size, pixel[order] // size, p[order])
     return events, np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=n))])
+
+
+def _threshold_crossings(prev: Tensor, cur: Tensor, ref: Tensor, threshold: Tensor):
+    """Events of one step in which log intensity goes linearly from ``prev`` to ``cur`` (all ``[n, P]``).
+
+    A pixel whose ``cur`` lies n >= 1 thresholds from its reference fires n events, the j-th when the
+    line crosses ``ref + j * threshold * sign``. Returns the flat ``n * P`` index and the crossing time
+    (fraction of the step) of every event, its polarity (True = ON) and the moved references.
+    """
+    diff = cur - ref
+    count = torch.floor(diff.abs() / threshold).long()  # [n, P]
+    firing = count.view(-1).nonzero().squeeze(1)
+    c = count.view(-1)[firing]
+    flat = torch.repeat_interleave(firing, c)  # one entry per event
+    j = torch.arange(len(flat)) - torch.repeat_interleave(c.cumsum(0) - c, c) + 1  # 1..n within a pixel
+    sign = diff.sign().view(-1)[flat]
+    level = ref.view(-1)[flat] + sign * j * threshold.view(-1)[flat]
+    p0, p1 = prev.view(-1)[flat], cur.view(-1)[flat]
+    frac = ((level - p0) / torch.where(p1 == p0, 1.0, p1 - p0)).clamp(0, 1)
+    return flat, frac, sign > 0, ref + diff.sign() * count * threshold
+
+
+def _background_noise(n: int, pixels: int, rate_hz: float, duration_us: int, g: torch.Generator):
+    """Poisson background events: ``rate_hz`` per pixel, uniform in time, pixel and polarity."""
+    per_sample = torch.poisson(torch.full((n,), rate_hz * pixels * duration_us * 1e-6, dtype=torch.float64), generator=g)
+    m = int(per_sample.sum())
+    flat = torch.repeat_interleave(torch.arange(n), per_sample.long()) * pixels + torch.randint(pixels, (m,), generator=g)
+    return flat, torch.randint(duration_us, (m,), generator=g), torch.rand(m, generator=g) < 0.5
 
 
 def _digit_slice(read: Callable[[Path], dict], path: Path, i: int) -> np.ndarray:
@@ -601,21 +620,21 @@ def _find_digits(cache_root: Path, seed: int, cfg: DigitsDVSConfig, test_fractio
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    key = hashlib.sha1(json.dumps({"cfg": asdict(cfg), "seed": seed, "n": len(digits.target)}).encode()).hexdigest()[:16]
+    spec = {"cfg": asdict(cfg), "seed": seed, "n": len(digits.target), "version": SIMULATION_VERSION}
+    key = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
     path = Path(cache_root) / "digits-dvs" / f"events-{key}.npz"
     if not path.exists():
         events, offsets = simulate_digit_events(digits.images / 16.0, cfg, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, events=events, offsets=offsets, labels=digits.target)
-        os.replace(tmp, path)
+        save_npz(path, compressed=False, events=events, offsets=offsets, labels=digits.target)
     train_idx, test_idx = train_test_split(np.arange(len(digits.target)), test_size=test_fraction,
                                            stratify=digits.target, random_state=seed)
     read = functools.lru_cache(maxsize=1)(_load_npz)
-    return {split: ([EventSample(f"digit_{i}", int(digits.target[i]), functools.partial(_digit_slice, read, path, int(i)))
-                     for i in sorted(idx)], [path])
-            for split, idx in (("train", train_idx), ("test", test_idx))}
+    def samples(indices: np.ndarray) -> list[EventSample]:
+        return [EventSample(f"digit_{i}", int(digits.target[i]), functools.partial(_digit_slice, read, path, int(i)))
+                for i in sorted(indices)]
+
+    return {"train": (samples(train_idx), [path]), "test": (samples(test_idx), [path])}
 
 
 # ----------------------------------------------------------------------------------------------------
