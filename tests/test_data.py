@@ -377,7 +377,7 @@ def test_cifar_transforms_shapes():
         x = data.cifar_transforms(train, crop_padding=4)(image)
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     plain = data.cifar_transforms(False)(image)
-    expected = (torch.from_numpy(np.asarray(image)).permute(2, 0, 1) / 255 - torch.tensor(data.CIFAR_MEAN)[:, None, None]) \
+    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(data.CIFAR_MEAN)[:, None, None]) \
         / torch.tensor(data.CIFAR_STD)[:, None, None]
     assert torch.allclose(plain, expected, atol=1e-6)
 
