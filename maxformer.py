@@ -60,12 +60,45 @@ class NeuronSpec:
         return make_neuron(self.kind, v_threshold=v_threshold, tau=self.tau, **extra)
 
 
+class MaxPoolFunction(torch.autograd.Function):
+    """3x3 max-pool, padding 1, whose backward keeps only the argmax indices: autograd's own
+    max-pool also keeps its input, which the backward reads only for its shape. Same outputs and
+    the same gradients (same kernels), a third less memory for this layer in training."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1])
+        ctx.save_for_backward(indices)
+        ctx.shape, ctx.stride = x.shape, stride
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (indices,) = ctx.saved_tensors
+        shape_only = grad.new_empty(()).expand(ctx.shape)  # the kernel reads the input's shape only
+        s = ctx.stride
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, shape_only, [3, 3], [s, s], [1, 1], [1, 1], False, indices), None
+
+
+class MaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d(3, stride, 1)`` that saves only its indices for the backward (:class:`MaxPoolFunction`)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__(3, stride, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return MaxPoolFunction.apply(x, self.stride)
+        return super().forward(x)
+
+
 def make_pool(kind: str | None, stride: int) -> nn.Module:
     """3x3 max- or avg-pool with padding 1 (``count_include_pad=False``), or identity."""
     if kind is None:
         return nn.Identity()
     if kind == "max":
-        return nn.MaxPool2d(3, stride, 1)
+        return MaxPool(stride)
     if kind == "avg":
         return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
     raise ValueError(f"unknown pool {kind!r}; use 'max', 'avg' or None")
@@ -283,7 +316,7 @@ class PoolMixer(nn.Module):
 
     def __init__(self, pool: str) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(3, 1, 1) if pool == "max" else nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.pool = make_pool(pool, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return unfold(self.pool(fold(x)), x.shape[0])
