@@ -28,7 +28,10 @@ Three interchangeable backends compute the same numbers:
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,7 +60,7 @@ SURROGATES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, float], torch.
     "sigmoid": (sigmoid_surrogate, 4.0),
     "atan": (atan_surrogate, 2.0),
 }
-BACKENDS = ("auto", "torch", "fused", "triton")
+BACKENDS = ("auto", "torch", "fused", "compiled", "triton")
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,215 @@ def reference_sequence(x: torch.Tensor, d: Dynamics) -> torch.Tensor:
     return torch.stack(spikes)
 
 
+def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
+    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``."""
+    v = torch.full_like(x[0], d.v_rest)
+    spikes, hs = [], []
+    for x_t in x.unbind(0):
+        h = charge(v, x_t, d)
+        fired = h >= d.v_threshold
+        s = fired.to(x.dtype)
+        v = h - s * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
+        spikes.append(s)
+        hs.append(h)
+    return torch.stack(spikes), torch.stack(hs)
+
+
+def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
+    """Backward through time from the saved ``H``: the input gradient ``[T, ...]``.
+
+    Per step, from ``gv = dL/dV[t]`` (carried back from step t+1) and ``gs = dL/dS[t]``:
+    ``dL/dS`` gains the reset's share unless it is detached, ``dL/dH = surrogate(dL/dS) + gv * dV/dH``,
+    ``dL/dX = dL/dH / tau`` (input decay) and ``dL/dV[t-1] = dL/dH - dL/dH / tau``. The operations
+    mirror what autograd does on ``reference_sequence`` (same operations, same order), so spikes and
+    gradients are the same to the last bit.
+    """
+    surrogate = SURROGATES[d.surrogate][0]
+    grad_x, gv = [], None
+    for h_t, gs in zip(reversed(h.unbind(0)), reversed(grad_spikes.unbind(0))):
+        x = h_t - d.v_threshold
+        if gv is None:  # nothing flows back from the last step's reset
+            gh = surrogate(gs, x, d.alpha)
+        elif d.v_reset is None:
+            if not d.detach_reset:
+                gs = gs - gv * d.v_threshold
+            gh = surrogate(gs, x, d.alpha) + gv
+        else:
+            if not d.detach_reset:
+                gs = gs + gv * d.v_reset - gv * h_t  # summed in the order autograd sums
+            gh = surrogate(gs, x, d.alpha) + gv * (1 - (x >= 0).to(h.dtype))
+        leak = gh / d.tau if d.leaky else None
+        grad_x.append(leak if d.decay_input else gh)
+        gv = gh if leak is None else gh - leak
+    return torch.stack(grad_x[::-1])
+
+
+@functools.cache
+def compiled(fn: Callable) -> Callable:
+    """``fn`` through ``torch.compile`` (one fused loop over T), built once per process.
+
+    Shapes are dynamic, so one compile serves every batch and channel count; each new T or
+    ``Dynamics`` compiles once more (20-80 s cold on 2 CPU cores, seconds from the on-disk cache), and
+    past dynamo's recompile limit the function quietly runs eagerly. If the compiler itself fails
+    (no C++ toolchain, say) the eager function is used for the rest of the process, with a warning.
+    """
+    current = [torch.compile(fn, dynamic=True)]
+
+    def run(*args):
+        try:
+            return current[0](*args)
+        except torch._dynamo.exc.BackendCompilerFailed as err:
+            warnings.warn(f"torch.compile of {fn.__name__} failed ({err}); running it eagerly")
+            current[0] = fn
+            return fn(*args)
+
+    return run
+
+
+class FusedSequence(torch.autograd.Function):
+    """One autograd node for all T steps with a hand-written backward; saves only ``H``.
+
+    ``kernels`` names the pair of functions doing the work: ``fused`` (``fused_forward`` /
+    ``fused_backward`` eagerly), ``compiled`` (the same through ``torch.compile``) or ``triton``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, d: Dynamics, kernels: str) -> torch.Tensor:
+        forward, _ = KERNELS[kernels]()
+        spikes, h = forward(x, d)
+        ctx.save_for_backward(h)
+        ctx.dynamics, ctx.kernels = d, kernels
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        (h,) = ctx.saved_tensors
+        _, backward = KERNELS[ctx.kernels]()
+        return backward(grad_spikes.contiguous(), h, ctx.dynamics), None, None
+
+
+@functools.cache
+def triton_kernels() -> tuple[Callable, Callable]:
+    """Forward and backward of the fused algorithm as Triton kernels, each one launch for all T steps.
+
+    Triton is imported here, on first use, so CPU-only runs never touch it. Float32 only. Every
+    program owns ``BLOCK`` neurons and walks the time axis keeping ``V`` (forward) or ``dL/dV``
+    (backward) in registers; ``div_rn`` keeps the divisions IEEE-rounded like PyTorch's.
+    """
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def forward_kernel(x_ptr, s_ptr, h_ptr, n, T, tau, v_threshold, v_rest, LEAKY: tl.constexpr,
+                       DECAY_INPUT: tl.constexpr, SOFT: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        v = tl.zeros([BLOCK], tl.float32) + v_rest
+        for t in range(T):
+            x = tl.load(x_ptr + t * n + offs, mask=mask, other=0.0)
+            if LEAKY:
+                if DECAY_INPUT:
+                    h = v + tl.math.div_rn(x - (v - v_rest), tau)
+                else:
+                    h = v - tl.math.div_rn(v - v_rest, tau) + x
+            else:
+                h = v + x
+            fired = h >= v_threshold
+            s = fired.to(tl.float32)
+            if SOFT:
+                v = h - s * v_threshold
+            else:
+                v = tl.where(fired, v_rest, h)
+            tl.store(s_ptr + t * n + offs, s, mask=mask)
+            tl.store(h_ptr + t * n + offs, h, mask=mask)
+
+    @triton.jit
+    def backward_kernel(gs_ptr, h_ptr, gx_ptr, n, T, tau, v_threshold, v_rest, alpha,
+                        LEAKY: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT: tl.constexpr,
+                        DETACH: tl.constexpr, ATAN: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        gv = tl.zeros([BLOCK], tl.float32)  # dL/dV[T-1] = 0: nothing flows back from the last reset
+        for i in range(T):
+            t = T - 1 - i
+            h = tl.load(h_ptr + t * n + offs, mask=mask, other=0.0)
+            gs = tl.load(gs_ptr + t * n + offs, mask=mask, other=0.0)
+            x = h - v_threshold
+            if SOFT:
+                if not DETACH:
+                    gs = gs - gv * v_threshold
+                direct = gv
+            else:
+                if not DETACH:
+                    gs = gs + gv * v_rest - gv * h
+                direct = tl.where(x >= 0, 0.0, gv)
+            if ATAN:
+                z = (1.5707963267948966 * alpha) * x
+                gh = tl.math.div_rn(gs * (alpha / 2), 1 + z * z)
+            else:
+                sg = tl.math.div_rn(1.0, 1.0 + tl.exp(-(alpha * x)))
+                gh = gs * alpha * sg * (1 - sg)
+            gh = gh + direct
+            if LEAKY:
+                leak = tl.math.div_rn(gh, tau)
+                gv = gh - leak
+                gx = leak if DECAY_INPUT else gh
+            else:
+                gv = gh
+                gx = gh
+            tl.store(gx_ptr + t * n + offs, gx, mask=mask)
+
+    block = 1024
+
+    def flags(d: Dynamics) -> dict:
+        return dict(LEAKY=d.leaky, DECAY_INPUT=d.decay_input, SOFT=d.v_reset is None, BLOCK=block)
+
+    def forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
+        spikes, h = torch.empty_like(x), torch.empty_like(x)
+        n = x[0].numel()
+        forward_kernel[(triton.cdiv(n, block),)](x, spikes, h, n, x.shape[0], d.tau, d.v_threshold,
+                                                 d.v_rest, **flags(d))
+        return spikes, h
+
+    def backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
+        grad_x = torch.empty_like(h)
+        n = h[0].numel()
+        backward_kernel[(triton.cdiv(n, block),)](grad_spikes, h, grad_x, n, h.shape[0], d.tau,
+                                                  d.v_threshold, d.v_rest, d.alpha, DETACH=d.detach_reset,
+                                                  ATAN=d.surrogate == "atan", **flags(d))
+        return grad_x
+
+    return forward, backward
+
+
+KERNELS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
+    "fused": lambda: (fused_forward, fused_backward),
+    "compiled": lambda: (compiled(fused_forward), compiled(fused_backward)),
+    "triton": triton_kernels,
+}
+
+
+def pick_backend(x: torch.Tensor, backend: str = "auto") -> str:
+    """The backend that ``auto`` means for ``x``: ``triton`` for float32 CUDA tensors when Triton
+    imports, else ``fused``. Other names are checked and returned unchanged."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if backend == "triton" and not (x.is_cuda and x.dtype == torch.float32):
+        raise ValueError(f"backend 'triton' needs a float32 CUDA tensor, got {x.dtype} on {x.device}; "
+                         "use backend='auto'")
+    if backend != "auto":
+        return backend
+    if x.is_cuda and x.dtype == torch.float32 and importlib.util.find_spec("triton") is not None:
+        return "triton"
+    return "fused"
+
+
 def neuron_sequence(x: torch.Tensor, d: Dynamics, backend: str = "auto") -> torch.Tensor:
-    """Spikes ``[T, ...]`` of a LIF/IF layer (dynamics ``d``) for input ``[T, ...]``."""
-    if backend in ("auto", "torch"):
+    """Spikes ``[T, ...]`` of a LIF/IF layer (dynamics ``d``) for input ``[T, ...]``; see ``BACKENDS``."""
+    backend = pick_backend(x, backend)
+    if backend == "torch":
         return reference_sequence(x, d)
-    raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    return FusedSequence.apply(x.contiguous(), d, backend)
 
 
 class Neuron(nn.Module):
