@@ -109,6 +109,38 @@ def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics) -> torch.Tensor:
     return v - (v - d.v_rest) / d.tau + x
 
 
+def membrane(x: torch.Tensor, tau: float = 2.0) -> torch.Tensor:
+    """The sub-threshold membrane ``H[t]`` ``[T, ...]`` for input ``[T, ...]``: eq. 1 with no firing.
+
+    ``tau = inf`` gives the IF integrator ``H[t] = H[t-1] + X[t]``; finite ``tau`` the LIF low-pass
+    filter with input decay, ``H[t] = b H[t-1] + (1 - b) X[t]``, ``b = 1 - 1/tau`` (eq. 4-6). It is the
+    same ``charge`` the neurons use, so its measured frequency response is the neurons' own.
+    """
+    d = Dynamics(tau=tau, decay_input=not math.isinf(tau))
+    v = torch.zeros_like(x[0])
+    hs = []
+    for x_t in x.unbind(0):
+        v = charge(v, x_t, d)
+        hs.append(v)
+    return torch.stack(hs)
+
+
+def lif_transfer(w: torch.Tensor | float, tau: float = 2.0, stages: int = 1) -> torch.Tensor:
+    """Gain ``|H(e^jw)|^stages`` of the sub-threshold membrane at angular frequency ``w`` (rad/step).
+
+    LIF (eq. 6): ``|H| = (1 - b) / sqrt(1 - 2 b cos w + b^2)``, ``b = 1 - 1/tau``, a low-pass filter
+    with unit gain at DC. IF (``tau = inf``): ``|1 / (1 - e^-jw)| = 1 / (2 sin(w/2))``. ``stages``
+    cascaded layers multiply (eq. 12), so a deep SNN's membranes are ever more low-pass.
+    """
+    w = torch.as_tensor(w, dtype=torch.float64)
+    if math.isinf(tau):
+        gain = 1 / (2 * torch.sin(w / 2).abs())
+    else:
+        b = 1 - 1 / tau
+        gain = (1 - b) / torch.sqrt(1 - 2 * b * torch.cos(w) + b * b)
+    return gain ** stages
+
+
 def reference_sequence(x: torch.Tensor, d: Dynamics) -> torch.Tensor:
     """Spikes ``[T, ...]`` for input ``[T, ...]``, step by step; autograd records every operation."""
     v = torch.full_like(x[0], d.v_rest)
