@@ -22,9 +22,12 @@ Three interchangeable backends compute the same numbers:
 - ``torch``: the readable reference, one step after another, differentiated by plain autograd.
 - ``fused``: the same loop without a graph, and a hand-written backward through time in one autograd
   Function; it saves only ``H`` (one ``[T, ...]`` tensor in the input dtype) for the backward.
-- ``triton``: the fused algorithm as two Triton kernels (all T steps per launch), CUDA only.
+- ``compiled``: ``fused`` through ``torch.compile``: one loop per pass, near the memory floor on CPU,
+  after a one-off compile (20-80 s cold on 2 cores per T and ``Dynamics``; cached on disk).
+- ``triton``: the fused algorithm as two Triton kernels (all T steps per launch), CUDA float32 only.
 
-``auto`` picks ``triton`` for CUDA tensors when Triton imports, else ``fused``.
+``auto`` picks ``triton`` for float32 CUDA tensors when Triton imports, else ``fused`` (no compile,
+so tests and first runs start at once; pass ``backend="compiled"`` for long CPU runs).
 """
 from __future__ import annotations
 
