@@ -368,6 +368,22 @@ def neuron_sequence(x: torch.Tensor, d: Dynamics, backend: str = "auto") -> torc
     return FusedSequence.apply(x.contiguous(), d, backend)
 
 
+def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward of ``fn(*args)``, each storage counted once.
+
+    How the fused backends' memory saving is measured (tests and ``bench/bench_neurons.py``).
+    """
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return sum(storages.values())
+
+
 class Neuron(nn.Module):
     """Base class of every neuron module (spiking or not), so analysis hooks can find them."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from neurons import Dynamics, neuron_sequence  # noqa: E402
+from neurons import Dynamics, neuron_sequence, saved_bytes  # noqa: E402
 
 SHAPES = ((4, 64, 384, 8, 8), (16, 4, 64, 32, 32))
 
@@ -36,19 +36,6 @@ def best_ms(fn, repeats: int, sync) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return min(times) * 1e3
-
-
-def saved_mb(fn, x: torch.Tensor) -> float:
-    """Megabytes autograd saves for the backward of ``fn(x)``, each storage counted once."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x)
-    return sum(storages.values()) / 2 ** 20
 
 
 def implementations(device: torch.device) -> dict:
@@ -114,7 +101,7 @@ def main() -> None:
                 fn(x).backward(grad)
 
             rows[label] = (best_ms(lambda fn=fn: fn(x), args.repeats, sync), best_ms(train, args.repeats, sync),
-                           saved_mb(fn, x))
+                           saved_bytes(fn, x) / 2 ** 20)
         reference = rows.get("spikingjelly LIFNode", (float("nan"),) * 2)[1]
         for label, (fwd, train, saved) in rows.items():
             print(f"| {label:22} | {fwd:6.2f} | {train:10.2f} | {reference / train:19.2f} | "

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurons import IF, LIF, NEURONS, Dynamics, Neuron, ReLUNeuron, make_neuron, neuron_sequence, pick_backend
+from neurons import (IF, LIF, NEURONS, Dynamics, Neuron, ReLUNeuron, make_neuron, neuron_sequence, pick_backend,
+                     saved_bytes)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,25 +128,13 @@ def test_fused_equals_reference_bitwise(tau, v_threshold, v_reset, decay_input, 
     assert torch.equal(g, g_ref)
 
 
-def saved_bytes(fn, x: torch.Tensor) -> int:
-    """Bytes of all tensors autograd saves for the backward of ``fn(x)`` (storage counted once)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x.clone().requires_grad_(True))
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize("v_reset,detach_reset,ratio", [(0.0, True, 2), (0.0, False, 3), (None, False, 1)])
 def test_fused_saves_one_membrane_sequence(v_reset, detach_reset, ratio):
     """The fused node keeps exactly H (``[T, ...]`` float32) alive. Plain autograd keeps H - threshold
     for the surrogate, plus 1 - S for a hard reset, plus H for an undetached hard reset (``ratio``)."""
     lif = LIF(v_reset=v_reset, detach_reset=detach_reset)
     x = drive((8, 4, 16, 6, 6))
+    x = x.requires_grad_(True)
     fused = saved_bytes(lambda z: neuron_sequence(z, lif.dynamics, "fused"), x)
     reference = saved_bytes(lambda z: neuron_sequence(z, lif.dynamics, "torch"), x)
     assert fused == x.numel() * 4
