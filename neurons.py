@@ -85,7 +85,7 @@ class Dynamics:
 
     @property
     def leaky(self) -> bool:
-        return not math.isinf(self.tau)
+        return self.tau != math.inf  # (math.isinf would break torch.compile's graph)
 
 
 class SpikeFunction(torch.autograd.Function):

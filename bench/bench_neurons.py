@@ -3,8 +3,8 @@
     python bench/bench_neurons.py [--repeats 7] [--threads N]
 
 For each shape, each implementation runs forward (input requiring grad, as in training) and
-forward+backward; the table shows the best of ``--repeats`` runs after a warm-up (the minimum is
-the least disturbed by other processes). The memory floor is the time to move the bytes a fused
+forward+backward; the table shows the best of ``--repeats`` runs after a warm-up, all runs
+interleaved round by round (the minimum is the least disturbed by other processes). The memory floor is the time to move the bytes a fused
 kernel must move (forward: read X, write S and H; backward: read H and dL/dS, write dL/dX), at the
 bandwidth of a plain copy of a tensor of the same size. ``saved`` is what autograd keeps for the
 backward. The ``compiled`` backend's one-off compile time is reported separately.
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neurons import Dynamics, neuron_sequence, saved_bytes  # noqa: E402
@@ -26,16 +27,24 @@ from neurons import Dynamics, neuron_sequence, saved_bytes  # noqa: E402
 SHAPES = ((4, 64, 384, 8, 8), (16, 4, 64, 32, 32))
 
 
-def best_ms(fn, repeats: int, sync) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+def best_ms(jobs: dict, repeats: int, sync) -> dict:
+    """Best wall time in ms of each job (name -> function), the jobs interleaved round by round so
+    that load from other processes hits all of them alike."""
+    times = {name: [] for name in jobs}
+    for _ in tqdm(range(repeats), desc="timing rounds", file=sys.stderr, leave=False):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) * 1e3 for name, t in times.items()}
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else platform.processor() or "unknown CPU"
 
 
 def implementations(device: torch.device) -> dict:
@@ -61,7 +70,7 @@ def implementations(device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement; the best counts")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement; the best counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = parser.parse_args()
@@ -70,9 +79,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     import spikingjelly
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu}, {args.threads} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {args.threads} threads"
     print(f"# {datetime.date.today()} | {name} | python {platform.python_version()} | torch {torch.__version__} | "
           f"spikingjelly {getattr(spikingjelly, '__version__', '2.0.0')} | best of {args.repeats}")
     impls = implementations(device)
@@ -80,15 +87,7 @@ def main() -> None:
         x = (torch.randn(shape, device=device) + 0.5).requires_grad_(True)
         grad = torch.randn(shape, device=device)
         copy = torch.empty_like(x)
-        copy_ms = best_ms(lambda: copy.copy_(x.detach()), args.repeats, sync)
-        bandwidth = 2 * x.numel() * x.element_size() / (copy_ms * 1e-3)  # bytes/s, read + write
-        floor_fwd = 3 * x.numel() * x.element_size() / bandwidth * 1e3
-        floor_train = 6 * x.numel() * x.element_size() / bandwidth * 1e3
-        print(f"\n## shape {list(shape)} ({x.numel() / 1e6:.1f} M elements); copy {bandwidth / 1e9:.1f} GB/s; "
-              f"floor: forward {floor_fwd:.2f} ms, forward+backward {floor_train:.2f} ms")
-        print(f"| {'implementation':22} | fwd ms | fwd+bwd ms | sj / this (fwd+bwd) | this / floor (fwd+bwd) | saved MB |")
-        print(f"|{'-' * 24}|-------:|-----------:|--------------------:|-----------------------:|---------:|")
-        rows = {}
+        jobs = {"copy": lambda: copy.copy_(x.detach())}
         for label, fn in impls.items():
             start = time.perf_counter()
             fn(x).backward(grad)  # warm-up; compiles the ``compiled`` backend
@@ -100,8 +99,16 @@ def main() -> None:
                 x.grad = None
                 fn(x).backward(grad)
 
-            rows[label] = (best_ms(lambda fn=fn: fn(x), args.repeats, sync), best_ms(train, args.repeats, sync),
-                           saved_bytes(fn, x) / 2 ** 20)
+            jobs[label, "fwd"], jobs[label, "train"] = (lambda fn=fn: fn(x)), train
+        ms = best_ms(jobs, args.repeats, sync)
+        bandwidth = 2 * x.numel() * x.element_size() / (ms["copy"] * 1e-3)  # bytes/s, read + write
+        floor_fwd = 3 * x.numel() * x.element_size() / bandwidth * 1e3
+        floor_train = 6 * x.numel() * x.element_size() / bandwidth * 1e3
+        print(f"\n## shape {list(shape)} ({x.numel() / 1e6:.1f} M elements); copy {bandwidth / 1e9:.1f} GB/s; "
+              f"floor: forward {floor_fwd:.2f} ms, forward+backward {floor_train:.2f} ms")
+        print(f"| {'implementation':22} | fwd ms | fwd+bwd ms | sj / this (fwd+bwd) | this / floor (fwd+bwd) | saved MB |")
+        print(f"|{'-' * 24}|-------:|-----------:|--------------------:|-----------------------:|---------:|")
+        rows = {label: (ms[label, "fwd"], ms[label, "train"], saved_bytes(fn, x) / 2 ** 20) for label, fn in impls.items()}
         reference = rows.get("spikingjelly LIFNode", (float("nan"),) * 2)[1]
         for label, (fwd, train, saved) in rows.items():
             print(f"| {label:22} | {fwd:6.2f} | {train:10.2f} | {reference / train:19.2f} | "
