@@ -45,7 +45,7 @@ from torch import nn
 def sigmoid_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
     """Chain rule through the sigmoid surrogate: ``grad * alpha * s * (1 - s)``, ``s = sigmoid(alpha x)``.
 
-    The paper's choice (section 4.1, alpha = 4); ``x = H - v_threshold``.
+    The paper's choice (alpha = 4, MODELS.md "LIF"); ``x = H - v_threshold``.
     """
     s = torch.sigmoid(alpha * x)
     return grad * alpha * s * (1 - s)
@@ -165,6 +165,7 @@ def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Ten
         h = charge(v, x_t, d)
         fired = h >= d.v_threshold
         s = fired.to(x.dtype)
+        # torch.where is the hard reset H (1 - S) + v_reset S in one pass (equal up to the sign of 0)
         v = h - s * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
         spikes.append(s)
         hs.append(h)
