@@ -165,7 +165,6 @@ def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Ten
         h = charge(v, x_t, d)
         fired = h >= d.v_threshold
         s = fired.to(x.dtype)
-        # torch.where is the hard reset H (1 - S) + v_reset S in one pass (equal up to the sign of 0)
         v = h - s * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
         spikes.append(s)
         hs.append(h)
