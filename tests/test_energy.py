@@ -1,0 +1,143 @@
+"""Energy estimate (energy.py): operation counts checked against hand-computed values."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from energy import E_AC_PJ, E_MAC_PJ, OpCounter, estimate_energy, stage_of
+from neurons import LIF
+
+T = 4
+
+
+class Fold(nn.Module):
+    """Runs ``layer`` on ``[B, T, ...]`` input with time folded into batch, as the models do."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.transpose(0, 1).flatten(0, 1))
+
+
+class StandIn(nn.Module):
+    """Stem conv -> LIF -> conv -> mean -> Linear, taking static ``[B,C,H,W]`` or event ``[B,T,C,H,W]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.lif = LIF()
+        self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(0).repeat(T, 1, 1, 1, 1) if x.dim() == 4 else x.transpose(0, 1)  # [T,B,C,H,W]
+        y = self.stem(x.flatten(0, 1)) * 4                                               # [T*B,4,H,W]
+        s = self.lif(y.unflatten(0, (T, -1)))                                            # [T,B,4,H,W]
+        z = self.conv(s.flatten(0, 1)).mean((2, 3))                                      # [T*B,8]
+        return self.head(z.unflatten(0, (T, -1))).mean(0)                                # [B,3]
+
+
+def count(model: nn.Module, x: torch.Tensor):
+    with torch.no_grad(), OpCounter(model, T) as counter:
+        model(x)
+    return counter.report()
+
+
+def spikes(shape, rate: float) -> torch.Tensor:
+    """A binary tensor whose firing rate is exactly ``rate`` (a multiple of 1/8)."""
+    flat = torch.zeros(math.prod(shape))
+    flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[: int(rate * flat.numel())]] = 1
+    return flat.view(shape)
+
+
+@pytest.mark.parametrize("layer, size, flops", [
+    (nn.Conv2d(4, 8, 3, stride=2, padding=1), 10, 5 * 5 * 8 * 4 * 9),
+    (nn.Conv2d(8, 8, 3, padding=1, groups=8), 6, 6 * 6 * 8 * 1 * 9),
+    (nn.Conv2d(4, 6, 1, groups=2), 6, 6 * 6 * 6 * 2),
+    (nn.Conv2d(4, 8, (3, 1), stride=(1, 2)), 8, 6 * 4 * 8 * 4 * 3),
+])
+def test_conv_flops_and_sops_match_hand_counts(layer, size, flops):
+    x = spikes((2, T, layer.in_channels, size, size), 0.25)
+    (row,) = count(Fold(layer), x).layers
+    assert row.flops == flops
+    assert row.mode == "AC" and row.rate == 0.25
+    assert row.sops == pytest.approx(0.25 * T * flops)
+    assert row.macs == 0
+    assert row.energy_mj == pytest.approx(E_AC_PJ * 0.25 * T * flops * 1e-9)
+
+
+def test_conv1d_and_linear_flops():
+    conv = count(Fold(nn.Conv1d(6, 12, 1)), spikes((3, T, 6, 16), 0.5)).layers[0]
+    assert conv.flops == 16 * 12 * 6
+    linear = count(Fold(nn.Linear(10, 3)), spikes((3, T, 5, 10), 0.5)).layers[0]
+    assert linear.flops == 5 * 3 * 10
+    assert linear.sops == pytest.approx(0.5 * T * 5 * 3 * 10)
+
+
+def test_static_image_stem_is_mac_once_and_spike_layers_are_ac():
+    torch.manual_seed(0)
+    report = count(StandIn(), torch.randn(2, 2, 8, 8))
+    stem, conv, head = report.layers
+    assert stem.mode == "MAC" and math.isnan(stem.rate)
+    assert stem.flops == 8 * 8 * 4 * 2 * 9
+    assert stem.macs == stem.flops          # same input at every step: computed once
+    assert stem.sops == 0
+    assert conv.mode == "AC"
+    assert conv.rate == pytest.approx(report.neuron_rates["lif"])
+    assert 0 < conv.rate < 1
+    assert conv.sops == pytest.approx(conv.rate * T * 4 * 4 * 8 * 4 * 9)
+    assert head.mode == "MAC" and head.macs == T * 8 * 3  # fed averaged (non-binary) features
+    assert report.energy_mj == pytest.approx(
+        (E_MAC_PJ * (stem.macs + head.macs) + E_AC_PJ * conv.sops) * 1e-9)
+    assert report.ann_energy_mj == pytest.approx(E_MAC_PJ * (stem.flops + conv.flops + head.flops) * 1e-9)
+
+
+def test_event_frames_count_as_mac_at_every_step():
+    """Event frames hold event counts (0, 1, 2, ...): not binary, different at each step -> T x MAC."""
+    frames = torch.randint(0, 3, (2, T, 2, 8, 8)).float()
+    stem = count(StandIn(), frames).layers[0]
+    assert stem.mode == "MAC" and stem.macs == T * stem.flops
+    binary_frames = (frames > 1).float()      # frames clipped to {0, 1} are spikes: AC
+    stem = count(StandIn(), binary_frames).layers[0]
+    assert stem.mode == "AC"
+    assert stem.sops == pytest.approx(float(binary_frames.mean()) * T * stem.flops)
+
+
+def test_one_non_binary_batch_makes_the_layer_mac():
+    model = Fold(nn.Conv2d(2, 2, 1))
+    with torch.no_grad(), OpCounter(model, T) as counter:
+        model(spikes((2, T, 2, 4, 4), 0.5))
+        model(torch.rand(2, T, 2, 4, 4))
+    (row,) = counter.report().layers
+    assert row.mode == "MAC" and row.macs == T * row.flops
+    assert counter.samples == 4
+
+
+def test_energy_constants_override_and_samples_average():
+    batches = [spikes((2, T, 4, 6, 6), 0.5), spikes((1, T, 4, 6, 6), 0.5)]
+    report = estimate_energy(Fold(nn.Conv2d(4, 4, 3, padding=1)), batches, T, e_mac_pj=1.0, e_ac_pj=2.0)
+    (row,) = report.layers
+    assert report.samples == 3
+    assert row.energy_mj == pytest.approx(2.0 * 0.5 * T * 6 * 6 * 4 * 4 * 9 * 1e-9)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("patch_embed2.max_embed1.embed_conv", ("2", "embedding")),
+    ("stage3.1.attn.q_conv", ("3", "mixer")),
+    ("stage1.0.mixer.conv", ("1", "mixer")),
+    ("stage2.0.mlp.fc1_conv", ("2", "mlp")),
+    ("head", ("head", "classifier")),
+    ("layer2.0.conv1", ("2", "block")),
+    ("conv1", ("stem", "embedding")),
+    ("something", ("-", "other")),
+])
+def test_stage_of(name, expected):
+    assert stage_of(name) == expected
+
+
+def test_no_forward_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no forward pass"):
+        OpCounter(nn.Linear(2, 2), T).report()

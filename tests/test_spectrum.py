@@ -1,0 +1,132 @@
+"""Frequency analysis (spectrum.py): spectra of known signals and the LIF membrane's response."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from neurons import IF, LIF
+from spectrum import (as_maps, diagonal_profile, high_frequency_share, lif_transfer, membrane,
+                      select_layers, spatial_spectra, temporal_response)
+
+
+class Source(nn.Module):
+    """Ignores its input and emits fixed maps, so the probe sees exactly what a test chose."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("maps", maps)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.maps)
+
+
+def grid(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64),
+                          indexing="ij")
+
+
+def share_of(maps: torch.Tensor) -> float:
+    return spatial_spectra(Source(maps.float()), [torch.zeros(1)], ["out"])[0].hf_share
+
+
+def test_pure_sinusoid_puts_its_energy_at_its_frequency():
+    h, w = grid(16)
+    wave = torch.cos(2 * math.pi * 3 * (h + w) / 16)           # frequency (3, 3) bins
+    (layer,) = spatial_spectra(Source(wave.expand(4, 2, 3, 16, 16).float()), [torch.zeros(1)], ["out"])
+    assert layer.shape == (16, 16) and layer.maps == 4 * 2 * 3
+    assert layer.signal == "membrane"
+    assert layer.omega[3] == pytest.approx(2 * math.pi * 3 / 16)
+    assert int(layer.rel_log_amp[1:].argmax()) + 1 == 3         # the diagonal peaks at k = 3
+    expected = math.log1p(16 * 16 / 2)  # |F| = HW/2 at (3,3) and (-3,-3), 0 at DC
+    assert layer.rel_log_amp[3] == pytest.approx(expected, abs=1e-3)
+    others = torch.cat([layer.rel_log_amp[:3], layer.rel_log_amp[4:]])
+    assert others.abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("k, share", [(1, 0.0), (3, 0.0), (5, 1.0), (8, 1.0)])
+def test_sinusoid_share_is_all_or_nothing_around_half_nyquist(k, share):
+    h, _ = grid(16)
+    assert share_of(torch.cos(2 * math.pi * k * h / 16).expand(1, 2, 16, 16)) == pytest.approx(share, abs=1e-9)
+
+
+def test_high_frequency_share_orders_smooth_noise_checkerboard():
+    torch.manual_seed(0)
+    noise = torch.randn(8, 8, 32, 32)
+    g = torch.exp(-torch.arange(-4.0, 5.0) ** 2 / 8)               # Gaussian, sigma 2
+    blur = (g[:, None] * g[None, :] / g.sum() ** 2).view(1, 1, 9, 9)
+    smooth = nn.functional.conv2d(nn.functional.pad(noise.view(64, 1, 32, 32), (4, 4, 4, 4), mode="circular"),
+                                  blur).view(8, 8, 32, 32)
+    h, w = grid(32)
+    checker = ((h + w) % 2).expand(1, 4, 32, 32)
+    s_smooth, s_noise, s_checker = share_of(smooth), share_of(noise), share_of(checker)
+    radial = torch.sqrt(sum(g ** 2 for g in torch.meshgrid(
+        2 * math.pi * torch.fft.fftfreq(32).abs(), 2 * math.pi * torch.fft.fftfreq(32).abs(), indexing="ij")))
+    white = float(((radial > math.pi / 2).sum()) / (32 * 32 - 1))  # share of bins above half Nyquist
+    assert s_smooth < 0.01 < s_noise < s_checker
+    assert s_noise == pytest.approx(white, abs=0.02)
+    assert s_checker == pytest.approx(1.0)
+
+
+def test_constant_map_has_no_defined_share():
+    assert math.isnan(high_frequency_share(torch.zeros(4, 4).index_put_((torch.tensor(0), torch.tensor(0)),
+                                                                        torch.tensor(5.0))))
+
+
+def test_probe_says_spikes_for_lif_outputs_and_orders_layers_by_call():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), LIF(), nn.Conv2d(4, 4, 3, padding=1))
+    x = torch.randn(6, 1, 8, 8) * 3
+    layers = spatial_spectra(model, [x], select_layers(model, "2,neurons,0"))
+    assert [(l.name, l.signal) for l in layers] == [("0", "membrane"), ("1", "spikes"), ("2", "membrane")]
+    assert all(0 <= l.hf_share <= 1 for l in layers)
+    assert layers[0].rel_log_amp[0] == 0
+
+
+def test_select_layers_rejects_unknown_names():
+    with pytest.raises(ValueError, match="matches no module"):
+        select_layers(nn.Sequential(nn.ReLU()), "stage9.*")
+
+
+def test_as_maps_layouts():
+    assert as_maps(torch.zeros(2, 3, 4, 5, 5)).shape == (24, 5, 5)
+    assert as_maps(torch.zeros(6, 4, 5, 5)).shape == (24, 5, 5)
+    assert as_maps(torch.zeros(2, 3, 4, 16)).shape == (24, 4, 4)   # [T, B, C, N] tokens
+    assert as_maps(torch.zeros(6, 4, 9)).shape == (24, 3, 3)       # [T*B, C, N] tokens
+    assert as_maps(torch.zeros(2, 3, 10)) is None                  # head features: no grid
+
+
+def test_diagonal_profile_spans_zero_to_pi():
+    omega, rel = diagonal_profile(torch.rand(8, 8))
+    assert omega.tolist() == pytest.approx([0, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi])
+    assert rel[0] == 0
+
+
+@pytest.mark.parametrize("tau", [2.0, 4.0])
+def test_lif_transfer_is_the_first_order_filter(tau):
+    omega = torch.linspace(0.1, math.pi, 9, dtype=torch.float64)
+    b = 1 - 1 / tau
+    h = (1 - b) / (1 - b * torch.exp(-1j * omega))
+    assert torch.allclose(lif_transfer(omega, tau), h.abs())
+    assert lif_transfer(torch.tensor([0.0]), tau).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("neuron, tau", [(LIF(2.0), 2.0), (LIF(4.0), 4.0), (IF(), math.inf)])
+def test_measured_membrane_response_agrees_with_the_formula(neuron, tau):
+    r = temporal_response(neuron, tau, n_freqs=12, steps=128, warmup=64, trials=32)
+    assert torch.allclose(r.subthreshold, r.theory, rtol=1e-4)
+    assert (r.rate >= 0).all() and r.rate.shape == r.omega.shape
+
+
+def test_membrane_matches_lif_below_threshold():
+    lif = LIF(3.0, v_threshold=1e9)
+    x = torch.rand(10, 5)
+    v = membrane(lif, x)
+    expected, prev = [], torch.zeros(5)
+    for x_t in x:
+        prev = prev + (x_t - prev) / 3.0
+        expected.append(prev)
+    assert torch.allclose(v, torch.stack(expected))
+    with pytest.raises(TypeError, match="charge"):
+        membrane(nn.ReLU(), x)
