@@ -138,17 +138,19 @@ def temporal_response(neuron: nn.Module, tau: float, n_freqs: int = 32, steps: i
 def as_maps(x: torch.Tensor) -> torch.Tensor | None:
     """View a layer output as a stack of 2-D maps ``[M, H, W]``, or ``None`` if it has no spatial grid.
 
-    5-D ``[T, B, C, H, W]``: the last two dimensions. 4-D: ``[T*B, C, H, W]`` when the last two
-    sizes are equal, otherwise ``[T, B, C, N]`` tokens with ``N`` a square number. 3-D
-    ``[T*B, C, N]`` tokens (Conv1d outputs) with ``N`` square. Anything else (e.g. the head's
-    ``[T, B, C]``) has no grid.
+    A tensor of rank 4 or more whose last two sizes are equal is ``[..., H, W]`` (``[T, B, C, H, W]``
+    or ``[T*B, C, H, W]``); otherwise a last size ``N`` that is a square number is a token axis
+    ``N = H*W`` of a square grid (``[T, B, C, N]``, Conv1d's ``[T*B, C, N]``, a token mask
+    ``[T, B, h, 1, N]``). Anything else, e.g. the head's ``[T, B, C]``, has no grid. (The models of
+    this project use square grids; a ``[T, B, C, N]`` tensor with ``C == N`` would be misread.)
     """
-    if x.dim() == 5 or (x.dim() == 4 and x.shape[-1] == x.shape[-2]):
+    if x.dim() < 3:
+        return None
+    if x.dim() >= 4 and x.shape[-1] == x.shape[-2] > 1:
         return x.reshape(-1, x.shape[-2], x.shape[-1])
-    if x.dim() in (3, 4):
-        side = math.isqrt(x.shape[-1])
-        if side > 1 and side * side == x.shape[-1]:
-            return x.reshape(-1, side, side)
+    side = math.isqrt(x.shape[-1])
+    if side > 1 and side * side == x.shape[-1]:
+        return x.reshape(-1, side, side)
     return None
 
 
@@ -224,8 +226,8 @@ class _Accumulator:
         if self.log_amp is not None and maps.shape[-2:] != self.log_amp.shape:
             raise ValueError(f"a {self.kind} module was called on maps of size {tuple(maps.shape[-2:])} "
                              f"after {tuple(self.log_amp.shape)}; probe modules that see one size only")
-        spec = torch.fft.fft2(maps.to(torch.float64)).abs()              # [M, H, W]
-        log_amp, power = torch.log1p(spec).sum(0), (spec ** 2).sum(0)
+        spec = torch.fft.fft2(maps.float()).abs()                        # [M, H, W]
+        log_amp, power = torch.log1p(spec).double().sum(0), (spec.double() ** 2).sum(0)
         self.log_amp = log_amp if self.log_amp is None else self.log_amp + log_amp
         self.power = power if self.power is None else self.power + power
         self.maps += maps.shape[0]
@@ -294,7 +296,7 @@ def spatial_spectra(model: nn.Module, batches: Iterable[torch.Tensor], names: Se
 # Choosing layers
 # ---------------------------------------------------------------------------------------------
 
-BLOCK_NAME = re.compile(r"^(patch_embed\d+|stage\d+\.\d+|conv1|layer\d+\.\d+)$")
+BLOCK_NAME = re.compile(r"^(patch_embed\d+|stage\d+\.\d+|bn1|layer\d+\.\d+)$")
 
 
 def neuron_names(model: nn.Module) -> list[str]:
@@ -315,7 +317,7 @@ def fig6_names(model: nn.Module) -> dict[str, str]:
     """
     picks: dict[str, str] = {}
     tests = {
-        "spiking neuron": lambda m: isinstance(m, (LIF, IF)),
+        "spiking neuron": lambda m: isinstance(m, Neuron),
         "max-pool": lambda m: isinstance(m, nn.MaxPool2d),
         "avg-pool": lambda m: isinstance(m, nn.AvgPool2d),
         "DWC": lambda m: any(isinstance(c, nn.Conv2d) and c.groups > 1 and c.groups == c.in_channels
@@ -350,3 +352,281 @@ def select_layers(model: nn.Module, spec: str) -> list[str]:
                              f"list the names with `python spectrum.py layers --model ...`")
         chosen += [n for n in found if n not in chosen]
     return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: shared model / data options (energy.py uses them too)
+# ---------------------------------------------------------------------------------------------
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model, checkpoint and data options shared by ``spectrum.py`` and ``energy.py``."""
+    parser.add_argument("--model", default="max_former_tiny",
+                        help="model name from maxformer.list_models() (default: max_former_tiny)")
+    parser.add_argument("--spec", default=None,
+                        help='ablation spec for maxformer.create_model, e.g. "embed=orig,avg,avg mixer=id,avg,ssa"')
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights to load: ours or the authors' (maxformer.load_official); "
+                             "default: a freshly initialised model (seeded by --seed)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="let torch.load unpickle a checkpoint that holds Python objects (trusted files only)")
+    parser.add_argument("--dataset", default="digits-dvs",
+                        help="dataset name of data.build_datasets (default: digits-dvs, offline, no download)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: data.py's ./data)")
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="which split to draw samples from (default: test; no augmentation either way)")
+    parser.add_argument("--samples", type=int, default=64,
+                        help="number of samples, a seeded random subset of the split (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--T", type=int, default=None,
+                        help="time steps (default: the dataset's frames for event data, else the model's T)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the sample subset and the model init")
+    parser.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[list[torch.Tensor], object]:
+    """A fixed, seeded subset of the chosen split as a list of input batches, and the dataset info."""
+    import data  # imported here: the library functions above need no dataset code
+    if args.samples < 1 or args.batch_size < 1:
+        raise SystemExit(f"--samples ({args.samples}) and --batch-size ({args.batch_size}) must be positive")
+    try:
+        train, test, info = data.build_datasets(args.dataset, data_dir=args.data_dir, T=args.T,
+                                                download=False, augment=False)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"cannot load dataset {args.dataset!r}: {err}") from None
+    split = test if args.split == "test" else train
+    gen = torch.Generator().manual_seed(args.seed)
+    index = torch.randperm(len(split), generator=gen)[: args.samples].tolist()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(split, index), batch_size=args.batch_size)
+    return [x for x, _ in loader], info
+
+
+def build_model(args: argparse.Namespace, info, spec: str | None = None,
+                checkpoint: str | None = None) -> nn.Module:
+    """The model named by ``--model``, shaped for the dataset (classes, channels, size, T), weights loaded."""
+    import maxformer
+    overrides = dict(num_classes=info.num_classes, in_channels=info.in_channels, img_size=info.image_size[0])
+    T = info.T if info.is_event else args.T
+    if T is not None:
+        overrides["T"] = T
+    torch.manual_seed(args.seed)
+    try:
+        model = maxformer.create_model(args.model, spec=spec, **overrides)
+        if checkpoint:
+            maxformer.load_official(model, checkpoint, allow_pickle=args.allow_pickle)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"cannot build {args.model!r}: {err}") from None
+    return model.eval()
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Write dict rows (same keys) to ``path``; floats with 6 significant digits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path: Path) -> None:
+    """Write a figure as PNG and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    pyplot().close(fig)
+    print(f"wrote {path}")
+
+
+def _freq_axis(ax) -> None:
+    ax.set_xlim(0, math.pi)
+    ax.set_xticks([0, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi], ["0", "π/4", "π/2", "3π/4", "π"])
+    ax.set_xlabel("normalised frequency")
+
+
+def plot_profiles(ax, layers: Sequence[LayerSpectrum], labels: Sequence[str], style: str = "-") -> None:
+    """Relative log amplitude against frequency, one line per layer (the paper's Fig. 6 style)."""
+    for layer, label in zip(layers, labels):
+        ax.plot(layer.omega.numpy(), layer.rel_log_amp.numpy(), style, marker=".",
+                label=f"{label} ({layer.signal}, {layer.shape[0]}x{layer.shape[1]})")
+    _freq_axis(ax)
+    ax.set_ylabel("Δ log amplitude (vs DC)")
+    ax.legend(fontsize=7)
+
+
+def plot_hf_share(ax, layers: Sequence[LayerSpectrum], label: str = "", marker: str = "o") -> None:
+    """High-frequency share per layer in call order; spikes and membranes as separate series."""
+    for signal, fill in (("spikes", "full"), ("membrane", "none")):
+        idx = [i for i, l in enumerate(layers) if l.signal == signal]
+        if idx:
+            ax.plot(idx, [layers[i].hf_share for i in idx], marker=marker, fillstyle=fill, linestyle=":",
+                    label=f"{label} {signal}".strip())
+    ax.set_xticks(range(len(layers)), [l.name for l in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("high-frequency share (> π/2, DC excluded)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+
+
+def spectrum_rows(model_name: str, layers: Sequence[LayerSpectrum]) -> tuple[list[dict], list[dict]]:
+    """(per-layer summary rows, long-format diagonal profile rows) for CSV output."""
+    summary = [dict(model=model_name, order=i, layer=l.name, kind=l.kind, signal=l.signal, height=l.shape[0],
+                    width=l.shape[1], maps=l.maps, hf_share=l.hf_share) for i, l in enumerate(layers)]
+    profiles = [dict(model=model_name, layer=l.name, signal=l.signal, omega=float(w), rel_log_amp=float(a))
+                for l in layers for w, a in zip(l.omega, l.rel_log_amp)]
+    return summary, profiles
+
+
+def cmd_temporal(args: argparse.Namespace) -> None:
+    plt = pyplot()
+    neurons = {f"LIF (tau={args.tau:g})": (LIF(args.tau, args.v_threshold), args.tau),
+               "IF": (IF(args.v_threshold), math.inf)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    rows = []
+    for ax, (label, (neuron, tau)) in zip(axes, neurons.items()):
+        r = temporal_response(neuron, tau, n_freqs=args.freqs, steps=args.steps, trials=args.trials,
+                              bias=args.bias, amplitude=args.amplitude, noise=args.noise, seed=args.seed)
+        w = r.omega.numpy()
+        ax.semilogy(w, r.theory.numpy(), "k-", label="theory |H(e^jω)| (membrane)")
+        ax.semilogy(w, r.subthreshold.numpy(), "o", fillstyle="none", label="measured sub-threshold membrane")
+        ax.semilogy(w, r.rate.numpy(), "s-", label=f"measured spike rate ({args.trials} trials)")
+        ax.set_title(label)
+        _freq_axis(ax)
+        ax.set_ylabel("gain")
+        ax.legend(fontsize=7)
+        rows += [dict(neuron=label, omega=float(a), theory=float(b), subthreshold=float(c), rate=float(d))
+                 for a, b, c, d in zip(r.omega, r.theory, r.subthreshold, r.rate)]
+    fig.suptitle(f"Neuron frequency response: input {args.bias:g} + {args.amplitude:g} cos(ωt) "
+                 f"+ N(0, {args.noise:g}²), threshold {args.v_threshold:g}", fontsize=9)
+    out = Path(args.out)
+    write_csv(out / "temporal_response.csv", rows)
+    save(fig, out / "temporal_response.png")
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    import maxformer
+    model = maxformer.create_model(args.model)
+    picks = {v: k for k, v in fig6_names(model).items()}
+    blocks, neurons = set(block_names(model)), set(neuron_names(model))
+    for name, module in model.named_modules():
+        if name:
+            tags = [t for t, member in (("block", name in blocks), ("neuron", name in neurons)) if member]
+            tags += [f"fig6: {picks[name]}"] if name in picks else []
+            print(f"{name:50s} {type(module).__name__:20s} {' '.join(tags)}")
+
+
+def cmd_spatial(args: argparse.Namespace) -> None:
+    batches, info = load_inputs(args)
+    model = build_model(args, info, args.spec, args.checkpoint)
+    picks = fig6_names(model)
+    names = select_layers(model, args.layers)
+    layers = spatial_spectra(model, batches, list(dict.fromkeys([*picks.values(), *names])), progress=True)
+    by_name = {l.name: l for l in layers}
+    tag = f"{args.model}_{args.dataset}"
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    found = [(label, by_name[n]) for label, n in picks.items() if n in by_name]
+    plot_profiles(ax, [l for _, l in found], [f"{label}: {l.name}" for label, l in found])
+    ax.set_title(f"{args.model} on {args.dataset}: Fourier spectra of outputs", fontsize=9)
+    out = Path(args.out)
+    save(fig, out / f"{tag}_fig6.png")
+    curve = [l for l in layers if l.name in set(names)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(curve)), 4.5))
+    plot_hf_share(ax, curve)
+    ax.set_title(f"{args.model} on {args.dataset}: high-frequency share per layer", fontsize=9)
+    save(fig, out / f"{tag}_hf_share.png")
+    summary, profiles = spectrum_rows(args.model, layers)
+    write_csv(out / f"{tag}_spectra.csv", summary)
+    write_csv(out / f"{tag}_profiles.csv", profiles)
+    for row in summary:
+        print(f"{row['layer']:40s} {row['signal']:9s} {row['height']:>3}x{row['width']:<3} hf_share {row['hf_share']:.4f}")
+
+
+def avg_variant_spec(model: nn.Module) -> str:
+    """The Avg-Pool twin of a Max-Former: every ``max`` embedding and mixer becomes ``avg``."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "embeds"):
+        raise SystemExit(f"{type(model).__name__} has no embeds/mixers spec; pass --variant explicitly")
+    swap = lambda names: ",".join("avg" if n == "max" else n for n in names)  # noqa: E731
+    if "max" not in (*cfg.embeds, *cfg.mixers):
+        raise SystemExit(f"{type(model).__name__} has no max-pool embedding or mixer to swap "
+                         f"(embeds={cfg.embeds}, mixers={cfg.mixers}); pass --variant explicitly")
+    return f"embed={swap(cfg.embeds)} mixer={swap(cfg.mixers)}"
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    batches, info = load_inputs(args)
+    base = build_model(args, info, args.spec, args.checkpoint)
+    variant_spec = args.variant or avg_variant_spec(base)
+    variant = build_model(args, info, variant_spec, args.variant_checkpoint)
+    names = select_layers(base, args.layers)
+    runs = {args.spec or args.model: spatial_spectra(base, batches, names, progress=True),
+            variant_spec: spatial_spectra(variant, batches, select_layers(variant, args.layers), progress=True)}
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows, profiles = [], []
+    for (label, layers), marker, style in zip(runs.items(), ("o", "s"), ("-", "--")):
+        plot_hf_share(left, layers, label, marker)
+        last = layers[-1]
+        plot_profiles(right, [last], [f"{label}: {last.name}"], style)
+        summary, prof = spectrum_rows(label, layers)
+        rows += summary
+        profiles += prof
+    left.set_title("high-frequency share per layer", fontsize=9)
+    right.set_title("Fourier spectrum of the last probed layer", fontsize=9)
+    fig.suptitle(f"{args.model} vs its variant on {args.dataset} ({args.samples} samples)", fontsize=10)
+    tag, out = f"{args.model}_{args.dataset}", Path(args.out)
+    save(fig, out / f"{tag}_compare.png")
+    write_csv(out / f"{tag}_compare.csv", rows)
+    write_csv(out / f"{tag}_compare_profiles.csv", profiles)
+    for a, b in zip(*runs.values()):
+        print(f"{a.name:30s} {a.hf_share:.4f}  vs  {b.name:30s} {b.hf_share:.4f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `python spectrum.py COMMAND --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("temporal", help="frequency response of the LIF and IF neurons: theory, membrane, spike rate")
+    p.add_argument("--tau", type=float, default=2.0, help="LIF time constant (default: 2.0, the paper's)")
+    p.add_argument("--v-threshold", type=float, default=1.0, help="firing threshold (default: 1.0)")
+    p.add_argument("--bias", type=float, default=1.0, help="constant input that sets the operating point (default: 1.0)")
+    p.add_argument("--amplitude", type=float, default=0.25, help="amplitude of the input sinusoid (default: 0.25)")
+    p.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian input noise (default: 0.5)")
+    p.add_argument("--trials", type=int, default=512, help="noise trials averaged into the rate (default: 512)")
+    p.add_argument("--steps", type=int, default=256, help="measured time steps per trial (default: 256)")
+    p.add_argument("--freqs", type=int, default=32, help="number of test frequencies in (0, π] (default: 32)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+    p.set_defaults(run=cmd_temporal)
+    p = sub.add_parser("spatial", help="Fig. 6 style spectra of neuron / max-pool / DWC / attention outputs, "
+                                       "and the high-frequency share of every layer")
+    add_model_args(p)
+    p.add_argument("--layers", default="neurons,blocks",
+                   help="layers of the per-layer curve: 'neurons', 'blocks', 'fig6' and/or glob patterns of module "
+                        "names, comma-separated (default: neurons,blocks); list names with the 'layers' command")
+    p.set_defaults(run=cmd_spatial)
+    p = sub.add_parser("compare", help="a model beside its Avg-Pool variant (or any --variant spec), same data")
+    add_model_args(p)
+    p.add_argument("--variant", default=None,
+                   help="ablation spec of the variant (default: every 'max' embedding/mixer of the model -> 'avg')")
+    p.add_argument("--variant-checkpoint", default=None, help="weights of the variant (default: fresh, same seed)")
+    p.add_argument("--layers", default="blocks",
+                   help="layers to compare, as for 'spatial' (default: blocks, whose names both models share)")
+    p.set_defaults(run=cmd_compare)
+    p = sub.add_parser("layers", help="list a model's module names, marking blocks, neurons and the Fig. 6 picks")
+    p.add_argument("--model", default="max_former_tiny", help="model name (default: max_former_tiny)")
+    p.set_defaults(run=cmd_layers)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
