@@ -160,8 +160,10 @@ class OpCounter:
     """Forward hooks that count MACs, input firing rates and neuron firing rates.
 
     Hooks every Conv1d/Conv2d/Linear, every neuron module, and the spike products of every
-    self-attention module (see the module docstring for the convention). ``T`` is the number of
-    time steps the model runs; convolutions see ``[T*B, ...]`` inputs with time folded into batch.
+    attention module, recognised by its ``num_heads``, ``dim`` and ``q_lif``/``k_lif`` (and
+    ``v_lif`` for SSA, ``attn_lif`` for token attention) as ``maxformer.SSA``/``TokenQK`` name them;
+    see the module docstring for the convention. ``T`` is the number of time steps the model runs;
+    convolutions see ``[T*B, ...]`` inputs with time folded into batch.
     """
 
     def __init__(self, model: nn.Module, T: int) -> None:
@@ -182,6 +184,22 @@ class OpCounter:
             self.site(name, type(module).__name__).add(macs, args[0], self.T)
         return hook
 
+    def _product_hook(self, name: str, per_element: int) -> Callable:
+        """Count a spike product gated by a neuron's output: ``per_element`` MACs per output element."""
+        def hook(module: nn.Module, args, out: torch.Tensor) -> None:
+            self.site(name, "SpikeProduct").add(spike_matmul_macs(out, per_element), out, self.T)
+        return hook
+
+    def _attention_hooks(self, name: str, attn: nn.Module) -> list:
+        """Hooks for the spike products of an SSA (has ``v_lif``) or a token-QK attention (does not)."""
+        d = attn.dim // attn.num_heads
+        if hasattr(attn, "v_lif"):  # k^T @ v gated by k, then q @ (k^T v) gated by q: N*d*d per head each
+            return [attn.k_lif.register_forward_hook(self._product_hook(f"{name}.kv_product", d)),
+                    attn.q_lif.register_forward_hook(self._product_hook(f"{name}.qkv_product", d))]
+        # sum of q over the head's channels (one add per q element), then mask * k (d per mask element)
+        return [attn.q_lif.register_forward_hook(self._product_hook(f"{name}.q_sum", 1)),
+                attn.attn_lif.register_forward_hook(self._product_hook(f"{name}.mask_product", d))]
+
     def _neuron_hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args, out: torch.Tensor) -> None:
             total = self.rates.setdefault(name, [0.0, 0.0])
@@ -199,6 +217,8 @@ class OpCounter:
                 self.handles.append(m.register_forward_hook(self._layer_hook(name)))
             elif isinstance(m, Neuron):
                 self.handles.append(m.register_forward_hook(self._neuron_hook(name)))
+            if hasattr(m, "num_heads") and hasattr(m, "q_lif"):
+                self.handles += self._attention_hooks(name, m)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -236,3 +256,77 @@ def estimate_energy(model: nn.Module, batches: Iterable[torch.Tensor], T: int,
         for x in tqdm(batches, desc="energy", disable=not progress):
             model(x)
     return counter.report(e_mac_pj, e_ac_pj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+COMPONENTS = ("embedding", "mixer", "mlp", "block", "classifier", "other")
+
+
+def table9(report: EnergyReport) -> list[dict]:
+    """Energy in mJ per stage (rows) and component (columns), the layout of the paper's Table 9."""
+    rows = [r for r in report.stage_table() if r["stage"] != "total"]
+    present = [c for c in COMPONENTS if any(r["component"] == c for r in rows)]
+    out = []
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        cells = {c: sum(r["energy_mj"] for r in rows if r["stage"] == stage and r["component"] == c)
+                 for c in present}
+        out.append(dict(stage=stage, **cells, total=sum(cells.values())))
+    out.append(dict(stage="total", **{c: sum(r[c] for r in out) for c in present}, total=report.energy_mj))
+    return out
+
+
+def markdown(report: EnergyReport, title: str) -> str:
+    """A Markdown summary: Table 9 layout, totals, and the per-layer table."""
+    def table(rows: list[dict], fmt: dict[str, str]) -> list[str]:
+        head = list(rows[0])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            lines.append("| " + " | ".join(format(r[k], fmt.get(k, ".4g")) if isinstance(r[k], float) else str(r[k])
+                                          for k in head) + " |")
+        return lines
+    t9 = [{("stage" if k == "stage" else f"{k} (mJ)"): v for k, v in r.items()} for r in table9(report)]
+    layers = [dict(layer=l.name, kind=l.kind, mode=l.mode, FLOPs=l.flops, rate=l.rate, SOPs=l.sops,
+                   MACs=l.macs, **{"energy (mJ)": l.energy_mj}) for l in report.layers]
+    lines = [f"## {title}", "",
+             f"Per inference (one sample, T = {report.T}), averaged over {report.samples} samples; "
+             f"E_MAC = {report.e_mac_pj:g} pJ, E_AC = {report.e_ac_pj:g} pJ.", "",
+             f"- SNN energy: **{report.energy_mj:.4f} mJ** "
+             f"({sum(l.sops for l in report.layers) / 1e6:.2f} M SOPs, {sum(l.macs for l in report.layers) / 1e6:.2f} M MACs)",
+             f"- ANN of the same architecture (all {sum(l.flops for l in report.layers) / 1e6:.2f} M FLOPs as MACs, "
+             f"one step): **{report.ann_energy_mj:.4f} mJ**",
+             f"- mean neuron firing rate: {sum(report.neuron_rates.values()) / max(len(report.neuron_rates), 1):.4f}",
+             "", "### Energy per stage and component (mJ, Table 9 layout)", "",
+             *table(t9, {k: ".3e" for k in t9[0]}), "", "### Per layer", "", *table(layers, {"FLOPs": ".4g"}), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    from pathlib import Path
+
+    from spectrum import add_model_args, build_model, load_inputs, write_csv
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help=f"energy of one MAC in pJ (default: {E_MAC_PJ}, 45 nm)")
+    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help=f"energy of one AC in pJ (default: {E_AC_PJ}, 45 nm)")
+    args = parser.parse_args(argv)
+    batches, info = load_inputs(args)
+    model = build_model(args, info, batches, args.spec, args.checkpoint)
+    report = estimate_energy(model, batches, model.T, args.e_mac, args.e_ac, progress=True)
+    tag, out = f"{args.model}_{args.dataset}", Path(args.out)
+    write_csv(out / f"{tag}_energy_layers.csv", [vars(l) for l in report.layers])
+    write_csv(out / f"{tag}_energy_stages.csv", report.stage_table())
+    write_csv(out / f"{tag}_energy_table9.csv", table9(report))
+    write_csv(out / f"{tag}_firing_rates.csv", [dict(neuron=n, rate=r) for n, r in report.neuron_rates.items()])
+    text = markdown(report, f"{args.model} on {args.dataset}")
+    (out / f"{tag}_energy.md").write_text(text)
+    print(text)
+    print(f"wrote {out}/{tag}_energy_*.csv, {tag}_firing_rates.csv and {tag}_energy.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,8 @@ each, takes the 2-D FFT of its output feature maps over (H, W) and keeps
   whose radial frequency ``sqrt(w_h^2 + w_w^2)`` exceeds half Nyquist (``pi / 2``), the DC bin
   excluded from both numerator and denominator.
 
-Each result says whether it measured spikes (every value 0 or 1) or membrane potentials.
+Each result says whether it measured spikes (every value 0 or 1), membrane potentials, or a
+silent layer (all zero: no spectrum, share NaN).
 
 Command line (``python spectrum.py --help``): ``temporal`` plots neuron frequency responses,
 ``spatial`` writes a Fig. 6 style comparison plus the per-layer high-frequency share of a model,
@@ -140,13 +141,14 @@ def as_maps(x: torch.Tensor) -> torch.Tensor | None:
 
     A tensor of rank 4 or more whose last two sizes are equal is ``[..., H, W]`` (``[T, B, C, H, W]``
     or ``[T*B, C, H, W]``); otherwise a last size ``N`` that is a square number is a token axis
-    ``N = H*W`` of a square grid (``[T, B, C, N]``, Conv1d's ``[T*B, C, N]``, a token mask
-    ``[T, B, h, 1, N]``). Anything else, e.g. the head's ``[T, B, C]``, has no grid. (The models of
-    this project use square grids; a ``[T, B, C, N]`` tensor with ``C == N`` would be misread.)
+    ``N = H*W`` of a square grid (``[T, B, C, N]``, a token mask ``[T, B, h, 1, N]``). Rank 3 and
+    below has no grid: the head's ``[T, B, C]`` cannot be told from a Conv1d's ``[T*B, C, N]``, so
+    probe the neurons around a Conv1d instead. (The models here use square grids; a
+    ``[T, B, C, N]`` tensor with ``C == N`` would be misread.)
     """
-    if x.dim() < 3:
+    if x.dim() < 4:
         return None
-    if x.dim() >= 4 and x.shape[-1] == x.shape[-2] > 1:
+    if x.shape[-1] == x.shape[-2] > 1:
         return x.reshape(-1, x.shape[-2], x.shape[-1])
     side = math.isqrt(x.shape[-1])
     if side > 1 and side * side == x.shape[-1]:
@@ -201,7 +203,7 @@ class LayerSpectrum:
     """The spatial spectrum of one module's outputs, accumulated over a dataset."""
     name: str
     kind: str                  # class name of the module
-    signal: str                # "spikes" if every value seen was 0 or 1, else "membrane"
+    signal: str                # "spikes" (every value 0 or 1), "membrane", or "silent" (all zero)
     shape: tuple[int, ...]     # (H, W) of the maps
     maps: int                  # number of 2-D maps averaged (batch x channels x time steps)
     omega: torch.Tensor        # [K] normalised frequency along the half diagonal, 0..pi
@@ -275,7 +277,8 @@ class SpectrumProbe:
             if a.maps == 0:
                 continue
             omega, rel = diagonal_profile(a.log_amp / a.maps)
-            out.append(LayerSpectrum(name, a.kind, "spikes" if a.binary else "membrane",
+            signal = "silent" if a.power.sum() == 0 else "spikes" if a.binary else "membrane"
+            out.append(LayerSpectrum(name, a.kind, signal,
                                      tuple(a.log_amp.shape), a.maps, omega, rel,
                                      high_frequency_share(a.power), a.order))
         return out
@@ -365,8 +368,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default=None,
                         help='ablation spec for maxformer.create_model, e.g. "embed=orig,avg,avg mixer=id,avg,ssa"')
     parser.add_argument("--checkpoint", default=None,
-                        help="weights to load: ours or the authors' (maxformer.load_official); "
-                             "default: a freshly initialised model (seeded by --seed)")
+                        help="weights to load: ours or the authors' (maxformer.load_official); default: a "
+                             "freshly initialised model (seeded by --seed) whose BatchNorm statistics are "
+                             "calibrated on the analysed samples")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let torch.load unpickle a checkpoint that holds Python objects (trusted files only)")
     parser.add_argument("--dataset", default="digits-dvs",
@@ -400,9 +404,13 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[torch.Tensor], object]:
     return [x for x, _ in loader], info
 
 
-def build_model(args: argparse.Namespace, info, spec: str | None = None,
+def build_model(args: argparse.Namespace, info, batches: Sequence[torch.Tensor], spec: str | None = None,
                 checkpoint: str | None = None) -> nn.Module:
-    """The model named by ``--model``, shaped for the dataset (classes, channels, size, T), weights loaded."""
+    """The model named by ``--model``, shaped for the dataset (classes, channels, size, T), in eval mode.
+
+    With a checkpoint its weights are loaded; without one the fresh model's BatchNorm statistics
+    are calibrated on ``batches`` (:func:`calibrate_batchnorm`).
+    """
     import maxformer
     overrides = dict(num_classes=info.num_classes, in_channels=info.in_channels, img_size=info.image_size[0])
     T = info.T if info.is_event else args.T
@@ -415,6 +423,27 @@ def build_model(args: argparse.Namespace, info, spec: str | None = None,
             maxformer.load_official(model, checkpoint, allow_pickle=args.allow_pickle)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"cannot build {args.model!r}: {err}") from None
+    return model.eval() if checkpoint else calibrate_batchnorm(model, batches)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
+    """Replace every BatchNorm's running statistics by their average over ``batches``; return it in eval mode.
+
+    A freshly initialised model has running mean 0 and variance 1, which in eval mode leaves most
+    of its neurons silent; after this its neurons fire as at the start of training, so spectra
+    and firing rates of untrained models mean something. Nothing else changes.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    for x in batches:
+        model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
     return model.eval()
 
 
@@ -523,7 +552,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 def cmd_spatial(args: argparse.Namespace) -> None:
     batches, info = load_inputs(args)
-    model = build_model(args, info, args.spec, args.checkpoint)
+    model = build_model(args, info, batches, args.spec, args.checkpoint)
     picks = fig6_names(model)
     names = select_layers(model, args.layers)
     layers = spatial_spectra(model, batches, list(dict.fromkeys([*picks.values(), *names])), progress=True)
@@ -562,9 +591,9 @@ def avg_variant_spec(model: nn.Module) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     batches, info = load_inputs(args)
-    base = build_model(args, info, args.spec, args.checkpoint)
+    base = build_model(args, info, batches, args.spec, args.checkpoint)
     variant_spec = args.variant or avg_variant_spec(base)
-    variant = build_model(args, info, variant_spec, args.variant_checkpoint)
+    variant = build_model(args, info, batches, variant_spec, args.variant_checkpoint)
     names = select_layers(base, args.layers)
     runs = {args.spec or args.model: spatial_spectra(base, batches, names, progress=True),
             variant_spec: spatial_spectra(variant, batches, select_layers(variant, args.layers), progress=True)}

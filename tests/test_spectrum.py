@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from neurons import IF, LIF
-from spectrum import (as_maps, diagonal_profile, high_frequency_share, lif_transfer, membrane,
+from spectrum import (as_maps, calibrate_batchnorm, diagonal_profile, high_frequency_share, lif_transfer, membrane,
                       select_layers, spatial_spectra, temporal_response)
 
 
@@ -84,6 +84,26 @@ def test_probe_says_spikes_for_lif_outputs_and_orders_layers_by_call():
     assert layers[0].rel_log_amp[0] == 0
 
 
+def test_silent_layer_is_labelled_and_has_no_share():
+    (layer,) = spatial_spectra(Source(torch.zeros(2, 3, 8, 8)), [torch.zeros(1)], ["out"])
+    assert layer.signal == "silent" and math.isnan(layer.hf_share)
+
+
+def test_calibrated_batchnorm_makes_a_fresh_model_fire():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), LIF())
+    model[1].running_mean.fill_(100.0)                                 # stale statistics: silent in eval
+    batches = [torch.randn(4, 1, 8, 8) + 5 for _ in range(3)]
+    calibrate_batchnorm(model, batches)
+    with torch.no_grad():
+        conv_out = torch.cat([model[0](x) for x in batches])
+        rate = float(model(batches[0]).mean())
+    assert not model.training
+    assert torch.allclose(model[1].running_mean, conv_out.mean((0, 2, 3)), atol=1e-4)
+    assert model[1].momentum == 0.1
+    assert 0 < rate < 1
+
+
 def test_select_layers_rejects_unknown_names():
     with pytest.raises(ValueError, match="matches no module"):
         select_layers(nn.Sequential(nn.ReLU()), "stage9.*")
@@ -93,8 +113,9 @@ def test_as_maps_layouts():
     assert as_maps(torch.zeros(2, 3, 4, 5, 5)).shape == (24, 5, 5)
     assert as_maps(torch.zeros(6, 4, 5, 5)).shape == (24, 5, 5)
     assert as_maps(torch.zeros(2, 3, 4, 16)).shape == (24, 4, 4)   # [T, B, C, N] tokens
-    assert as_maps(torch.zeros(6, 4, 9)).shape == (24, 3, 3)       # [T*B, C, N] tokens
-    assert as_maps(torch.zeros(2, 3, 10)) is None                  # head features: no grid
+    assert as_maps(torch.zeros(2, 3, 4, 1, 9)).shape == (24, 3, 3)  # token mask [T, B, h, 1, N]
+    assert as_maps(torch.zeros(2, 3, 16)) is None                   # head features [T, B, C]: no grid
+    assert as_maps(torch.zeros(2, 3, 4, 10)) is None                # tokens of no square grid
 
 
 def test_diagonal_profile_spans_zero_to_pi():
