@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from energy import E_AC_PJ, E_MAC_PJ, OpCounter, estimate_energy, stage_of
+from energy import E_AC_PJ, E_MAC_PJ, OpCounter, estimate_energy, stage_of, table9
 from neurons import LIF
 
 T = 4
@@ -141,3 +141,75 @@ def test_stage_of(name, expected):
 def test_no_forward_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no forward pass"):
         OpCounter(nn.Linear(2, 2), T).report()
+
+
+# ------------------------------------------------------------------ the project's models
+
+def real_report(name: str, x: torch.Tensor, **overrides):
+    import maxformer
+    from spectrum import calibrate_batchnorm
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(maxformer.create_model(name, **overrides), [x])
+    return estimate_energy(model, [x], model.T)
+
+
+def test_attention_products_follow_the_documented_convention():
+    report = real_report("ms_qkformer_cifar10", torch.randn(2, 3, 16, 16), dims=(16, 32, 64), num_heads=4,
+                         img_size=16)
+    rows, rates = {l.name: l for l in report.layers}, report.neuron_rates
+    n1, d1 = 16 * 16, 16 // 4                      # stage 1 token attention: 16x16 tokens, D = 16
+    assert rows["stage1.0.attn.q_sum"].flops == n1 * 16
+    assert rows["stage1.0.attn.mask_product"].flops == n1 * 4 * d1
+    assert rows["stage1.0.attn.q_sum"].rate == pytest.approx(rates["stage1.0.attn.q_lif"])
+    assert rows["stage1.0.attn.mask_product"].rate == pytest.approx(rates["stage1.0.attn.attn_lif"])
+    n3, d3 = 4 * 4, 64 // 4                        # stage 3 SSA: 4x4 tokens, D = 64, 4 heads
+    for product, neuron in (("kv_product", "k_lif"), ("qkv_product", "q_lif")):
+        row = rows[f"stage3.1.attn.{product}"]
+        assert row.flops == n3 * 64 * d3
+        assert row.mode == "AC" and row.rate == pytest.approx(rates[f"stage3.1.attn.{neuron}"])
+        assert row.sops == pytest.approx(row.rate * T * row.flops)
+        assert stage_of(row.name) == ("3", "mixer")
+
+
+def test_static_resnet_counts_stem_once_and_membrane_shortcut_every_step():
+    report = real_report("max_resnet18_cifar10", torch.randn(2, 3, 16, 16), layers=(1, 1), widths=(8, 16))
+    rows = {l.name: l for l in report.layers}
+    assert rows["conv1"].flops == 16 * 16 * 64 * 3 * 9 and rows["conv1"].macs == rows["conv1"].flops
+    shortcut = rows["layer2.0.downsample.1"]      # 1x1 stride-2 conv on the block's membrane input
+    assert shortcut.flops == 8 * 8 * 16 * 8 and shortcut.mode == "MAC" and shortcut.macs == T * shortcut.flops
+    # also MAC: layer1's shortcut (64 -> 8 channels, on the membrane) and the classifier, which reads
+    # the spatial mean of spikes (LIF -> global average pool -> Linear): not binary
+    assert {n for n, l in rows.items() if l.mode == "MAC"} == {"conv1", "layer1.0.downsample.1",
+                                                                "layer2.0.downsample.1", "fc1"}
+    assert rows["fc1"].flops == 16 * 10
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    return torch.randint(0, 3, (2, T, 2, 24, 24), generator=torch.Generator().manual_seed(0)).float()
+
+
+@pytest.fixture(scope="module")
+def tiny(frames):
+    return real_report("max_former_tiny", frames)
+
+
+def test_event_model_stem_is_mac_every_step_and_ann_twin_is_all_mac(frames, tiny):
+    snn = tiny
+    stem = snn.layers[0]
+    assert stem.name == "patch_embed1.proj_conv" and stem.mode == "MAC" and stem.macs == T * stem.flops
+    assert all(l.mode == "AC" for l in snn.layers[1:])
+    ann = real_report("max_former_tiny_ann", frames)
+    assert all(l.mode == "MAC" for l in ann.layers)
+    assert [l.flops for l in ann.layers] == [l.flops for l in snn.layers]
+    assert ann.energy_mj == pytest.approx(E_MAC_PJ * sum(l.macs for l in ann.layers) * 1e-9)
+    assert snn.energy_mj < snn.ann_energy_mj * T
+
+
+def test_table9_rows_add_up(tiny):
+    report = tiny
+    rows = table9(report)
+    assert [r["stage"] for r in rows] == ["1", "2", "3", "head", "total"]
+    assert list(rows[0]) == ["stage", "embedding", "mixer", "mlp", "classifier", "total"]
+    assert rows[-1]["total"] == pytest.approx(report.energy_mj)
+    assert sum(r["total"] for r in rows[:-1]) == pytest.approx(report.energy_mj)
