@@ -16,14 +16,12 @@ Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func
 """
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -652,45 +650,39 @@ class MaxResNet(nn.Module):
 
 # ----------------------------------------------------------------------------- the zoo
 
-def _maxformer(**kw) -> Callable[..., MaxFormer]:
-    return lambda **over: MaxFormer(replace(MaxFormerConfig(**kw), **over))
-
-
-def _resnet(**kw) -> Callable[..., MaxResNet]:
-    return lambda **over: MaxResNet(replace(MaxResNetConfig(**kw), **over))
-
-
-def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> Callable[..., MaxFormer]:
-    return _maxformer(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
-                      num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
+def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> MaxFormerConfig:
+    """ImageNet "10-D": widths D/4, D/2, D with 1, 2, 7 blocks, D/64 heads, T=1 (Table 3)."""
+    return MaxFormerConfig(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
+                           num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
 
 
 _EVENT = dict(dims=(128, 256), depths=(1, 1), mlp_ratio=1.0, num_heads=16, in_channels=2, img_size=128, T=16)
 _QK_CIFAR = dict(embeds=("orig", "1max", "1max"), mixers=("qk", "qk", "ssa"))
 _QK_EVENT = dict(_EVENT, embeds=("max_plus", "1max"), mixers=("qk", "ssa"))
 _MF_EVENT = dict(_EVENT, embeds=("max_plus", "max"), mixers=("dwc3", "ssa"))
+_RESNET_2222 = dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512))
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "max_former_cifar10": _maxformer(),
-    "max_former_cifar100": _maxformer(num_classes=100),
-    "max_former_cifar10dvs": _maxformer(**_MF_EVENT, num_classes=10),
-    "max_former_dvsgesture": _maxformer(**_MF_EVENT, num_classes=11),
+MODELS: dict[str, MaxFormerConfig | MaxResNetConfig] = {
+    "max_former_cifar10": MaxFormerConfig(),
+    "max_former_cifar100": MaxFormerConfig(num_classes=100),
+    "max_former_cifar10dvs": MaxFormerConfig(**_MF_EVENT, num_classes=10),
+    "max_former_dvsgesture": MaxFormerConfig(**_MF_EVENT, num_classes=11),
     **{f"max_former_10_{d}": _imagenet(d, ("orig_imagenet", "max", "max"), ("dwc7", "dwc5", "ssa"))
        for d in (384, 512, 768)},
-    "ms_qkformer_cifar10": _maxformer(**_QK_CIFAR),
-    "ms_qkformer_cifar100": _maxformer(**_QK_CIFAR, num_classes=100),
-    "ms_qkformer_cifar10dvs": _maxformer(**_QK_EVENT, num_classes=10),
-    "ms_qkformer_dvsgesture": _maxformer(**_QK_EVENT, num_classes=11),
+    "ms_qkformer_cifar10": MaxFormerConfig(**_QK_CIFAR),
+    "ms_qkformer_cifar100": MaxFormerConfig(**_QK_CIFAR, num_classes=100),
+    "ms_qkformer_cifar10dvs": MaxFormerConfig(**_QK_EVENT, num_classes=10),
+    "ms_qkformer_dvsgesture": MaxFormerConfig(**_QK_EVENT, num_classes=11),
     **{f"ms_qkformer_10_{d}": _imagenet(d, ("qk_init", "qk_stage", "qk_stage"), ("qk", "qk", "ssa"))
        for d in (384, 512, 768)},
-    "max_resnet18_cifar10": _resnet(),
-    "max_resnet18_cifar100": _resnet(num_classes=100),
-    "max_resnet18_2222_cifar10": _resnet(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512)),
-    "max_resnet18_2222_cifar100": _resnet(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=100),
+    "max_resnet18_cifar10": MaxResNetConfig(),
+    "max_resnet18_cifar100": MaxResNetConfig(num_classes=100),
+    "max_resnet18_2222_cifar10": MaxResNetConfig(**_RESNET_2222),
+    "max_resnet18_2222_cifar100": MaxResNetConfig(**_RESNET_2222, num_classes=100),
     # Small Max-Former for the offline default dataset (2x24x24 event frames, T=4): trains on a CPU in minutes.
-    "max_former_tiny": _maxformer(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
-                                  mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2, img_size=24,
-                                  num_heads=4),
+    "max_former_tiny": MaxFormerConfig(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
+                                       mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2,
+                                       img_size=24, num_heads=4),
 }
 
 
@@ -726,7 +718,8 @@ def parse_spec(spec: str) -> dict[str, object]:
 def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
     """Build a model of the zoo by name (:func:`list_models`), with config overrides such as
     ``T``, ``num_classes``, ``in_channels``, ``img_size``, ``neuron`` (``lif``/``if``/``relu``),
-    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, and/or an ablation ``spec`` string."""
+    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, ``width`` (the last stage's width D of
+    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string."""
     base = name[: -len("_ann")] if name.endswith("_ann") else name
     if base not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
@@ -734,12 +727,17 @@ def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
         overrides.setdefault("neuron", "relu")
     if spec:
         overrides = {**parse_spec(spec), **overrides}
-    config = MaxResNetConfig if base.startswith("max_resnet") else MaxFormerConfig
+    config = MODELS[base]
+    if "width" in overrides and isinstance(config, MaxFormerConfig):  # the paper's "4-384": last width D
+        width = overrides.pop("width")
+        dims = overrides.get("dims", config.dims)
+        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)
     valid = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid)}")
-    return MODELS[base](**overrides)
+    config = replace(config, **overrides)
+    return MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
 
 
 # ----------------------------------------------------------------------------- official checkpoints

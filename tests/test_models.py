@@ -183,6 +183,8 @@ def test_spec_string_builds_ablation_variants():
     avg = create_model("max_former_cifar100", spec="embed=orig,orig,orig mixer=avg,avg,avg")
     assert isinstance(avg.patch_embed2, maxformer.EmbedOrigLater)
     assert isinstance(avg.stage1[0].mixer, maxformer.PoolMixer)
+    narrow = create_model("max_former_cifar10", width=192)
+    assert narrow.cfg.dims == (48, 96, 192) and narrow.head.in_features == 192
     assert parse_spec("dim=8,16 depth=2,3 mlp=1 heads=4 layers=2,2") == {
         "dims": (8, 16), "depths": (2, 3), "mlp_ratio": 1.0, "num_heads": 4, "layers": (2, 2)}
 
