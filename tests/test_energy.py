@@ -213,3 +213,31 @@ def test_table9_rows_add_up(tiny):
     assert list(rows[0]) == ["stage", "embedding", "mixer", "mlp", "classifier", "total"]
     assert rows[-1]["total"] == pytest.approx(report.energy_mj)
     assert sum(r["total"] for r in rows[:-1]) == pytest.approx(report.energy_mj)
+
+
+# ------------------------------------------------------------------ command line, offline default
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> str:
+    """One digits-dvs folder per test session (test_spectrum.py uses the same), simulated once."""
+    pytest.importorskip("data", reason="data.py (offline digits-dvs dataset) is not merged yet")
+    return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
+
+
+def test_command_line_writes_tables(digits_dir, tmp_path, capsys):
+    import csv
+
+    from energy import main
+    main(["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path)])
+    tag = tmp_path / "max_former_tiny_digits-dvs"
+    with open(f"{tag}_energy_layers.csv") as f:
+        layers = list(csv.DictReader(f))
+    assert layers[0]["name"] == "patch_embed1.proj_conv" and layers[0]["mode"] == "MAC"  # event counts
+    assert all(l["mode"] == "AC" for l in layers[1:])
+    with open(f"{tag}_energy_table9.csv") as f:
+        assert [r["stage"] for r in csv.DictReader(f)] == ["1", "2", "3", "head", "total"]
+    with open(f"{tag}_firing_rates.csv") as f:
+        rates = [float(r["rate"]) for r in csv.DictReader(f)]
+    assert rates and all(0 <= r <= 1 for r in rates) and max(rates) > 0
+    assert "Table 9 layout" in (tmp_path / "max_former_tiny_digits-dvs_energy.md").read_text()
+    assert "SNN energy" in capsys.readouterr().out

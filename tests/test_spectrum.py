@@ -151,3 +151,51 @@ def test_membrane_matches_lif_below_threshold():
     assert torch.allclose(v, torch.stack(expected))
     with pytest.raises(TypeError, match="charge"):
         membrane(nn.ReLU(), x)
+
+
+# ------------------------------------------------------------------ command line, offline default
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> str:
+    """One digits-dvs folder per test session (test_energy.py uses the same), simulated once."""
+    pytest.importorskip("data", reason="data.py (offline digits-dvs dataset) is not merged yet")
+    return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
+
+
+def read_csv(path) -> list[dict]:
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_spatial_and_compare_commands_write_their_files(digits_dir, tmp_path, capsys):
+    from spectrum import main
+    common = ["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path)]
+    main(["spatial", *common])
+    tag = tmp_path / "max_former_tiny_digits-dvs"
+    rows = read_csv(f"{tag}_spectra.csv")
+    assert {r["layer"] for r in rows} >= {"patch_embed1.lif", "patch_embed2.max_embed1.pool", "stage1.0.mixer",
+                                           "stage3.0"}
+    assert all(r["signal"] in ("spikes", "membrane", "silent") for r in rows)
+    shares = [float(r["hf_share"]) for r in rows if r["signal"] != "silent"]
+    assert shares and all(0 <= s <= 1 for s in shares)
+    profiles = read_csv(f"{tag}_profiles.csv")
+    omega = [float(p["omega"]) for p in profiles if p["layer"] == "stage1.0"]
+    assert omega[0] == 0 and omega[-1] == pytest.approx(math.pi, rel=1e-5) and len(omega) == 24 // 2 + 1
+    main(["compare", *common])
+    rows = read_csv(f"{tag}_compare.csv")
+    assert {r["model"] for r in rows} == {"max_former_tiny", "embed=orig,avg,avg mixer=dwc3,dwc3,dwc3"}
+    for suffix in ("fig6.png", "hf_share.png", "compare.png"):
+        assert (tmp_path / f"max_former_tiny_digits-dvs_{suffix}").stat().st_size > 10_000
+    assert "stage3.0" in capsys.readouterr().out
+
+
+def test_temporal_and_layers_commands(tmp_path, capsys):
+    from spectrum import main
+    main(["temporal", "--trials", "16", "--steps", "64", "--freqs", "8", "--out", str(tmp_path)])
+    rows = read_csv(tmp_path / "temporal_response.csv")
+    assert len(rows) == 16 and {r["neuron"] for r in rows} == {"LIF (tau=2)", "IF"}
+    assert (tmp_path / "temporal_response.png").stat().st_size > 10_000
+    main(["layers", "--model", "max_former_tiny"])
+    out = capsys.readouterr().out
+    assert "fig6: max-pool" in out and "stage1.0.mixer" in out
