@@ -315,8 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help=f"energy of one AC in pJ (default: {E_AC_PJ}, 45 nm)")
     args = parser.parse_args(argv)
     batches, info = load_inputs(args)
-    model = build_model(args, info, batches, args.spec, args.checkpoint)
-    report = estimate_energy(model, batches, model.T, args.e_mac, args.e_ac, progress=True)
+    try:
+        model = build_model(args, info, batches, args.spec, args.checkpoint)
+        report = estimate_energy(model, batches, model.T, args.e_mac, args.e_ac, progress=True)
+    except ValueError as err:  # e.g. an input size the model cannot take
+        parser.error(str(err))
     tag, out = f"{args.model}_{args.dataset}", Path(args.out)
     write_csv(out / f"{tag}_energy_layers.csv", [vars(l) for l in report.layers])
     write_csv(out / f"{tag}_energy_stages.csv", report.stage_table())

@@ -37,7 +37,7 @@ import csv
 import fnmatch
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -376,6 +376,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits-dvs",
                         help="dataset name of data.build_datasets (default: digits-dvs, offline, no download)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: data.py's ./data)")
+    parser.add_argument("--download", action="store_true",
+                        help="let data.py download a missing dataset that it can fetch (default: never download)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="which split to draw samples from (default: test; no augmentation either way)")
     parser.add_argument("--samples", type=int, default=64,
@@ -394,7 +396,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[torch.Tensor], object]:
         raise SystemExit(f"--samples ({args.samples}) and --batch-size ({args.batch_size}) must be positive")
     try:
         train, test, info = data.build_datasets(args.dataset, data_dir=args.data_dir, T=args.T,
-                                                download=False, augment=False)
+                                                download=args.download, augment=False)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"cannot load dataset {args.dataset!r}: {err}") from None
     split = test if args.split == "test" else train
@@ -654,7 +656,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--model", default="max_former_tiny", help="model name (default: max_former_tiny)")
     p.set_defaults(run=cmd_layers)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except ValueError as err:  # bad layer spec, input size the model cannot take, ...
+        parser.error(str(err))
 
 
 if __name__ == "__main__":
