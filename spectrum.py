@@ -113,7 +113,8 @@ def temporal_response(neuron: nn.Module, tau: float, n_freqs: int = 32, steps: i
 
     Frequencies are ``w_k = 2 pi k / steps``, ``n_freqs`` of them spread over ``(0, pi]``, so every
     tone fits a whole number of periods in the ``steps`` measured after ``warmup`` steps.
-    Sub-threshold: ``x = amplitude * cos(w t)`` through :func:`membrane`. Rate: ``x = bias +
+    Sub-threshold: ``x = amplitude * cos(w t)`` through :func:`membrane` (NaN for a neuron
+    without a ``charge`` method). Rate: ``x = bias +
     amplitude * cos(w t) + noise * N(0, 1)`` through the spiking forward, spikes averaged over
     ``trials`` independent noise draws, then the tone's amplitude in that rate.
     """
@@ -123,7 +124,10 @@ def temporal_response(neuron: nn.Module, tau: float, n_freqs: int = 32, steps: i
     omega = 2 * math.pi * k / steps                                      # [F]
     t = torch.arange(warmup + steps, dtype=torch.float64).unsqueeze(1)  # [L, 1]
     tone = amplitude * torch.cos(t * omega)                             # [L, F]
-    sub = membrane(neuron, tone.float().unsqueeze(1)).squeeze(1)        # [L, F]
+    if hasattr(neuron, "charge"):
+        sub = membrane(neuron, tone.float().unsqueeze(1)).squeeze(1)    # [L, F]
+    else:                                                               # no membrane equation to run
+        sub = torch.full_like(tone, math.nan)
     gen = torch.Generator().manual_seed(seed)
     drive = bias + tone.float().unsqueeze(1) + noise * torch.randn(
         warmup + steps, trials, len(omega), generator=gen)               # [L, trials, F]

@@ -140,6 +140,13 @@ def test_measured_membrane_response_agrees_with_the_formula(neuron, tau):
     assert (r.rate >= 0).all() and r.rate.shape == r.omega.shape
 
 
+def test_rate_response_of_a_neuron_without_membrane_equation():
+    from neurons import ReLUNeuron
+    r = temporal_response(ReLUNeuron(), 2.0, n_freqs=4, steps=64, warmup=8, trials=8, noise=0.0, bias=1.0)
+    assert torch.isnan(r.subthreshold).all()
+    assert torch.allclose(r.rate, torch.ones(4, dtype=torch.float64), atol=1e-5)  # relu passes every tone
+
+
 def test_membrane_matches_lif_below_threshold():
     lif = LIF(3.0, v_threshold=1e9)
     x = torch.rand(10, 5)
