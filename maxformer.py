@@ -453,6 +453,52 @@ class Block(nn.Module):
 
 # ----------------------------------------------------------------------------- models
 
+class SpikingNet(nn.Module):
+    """What Max-Former and Max-ResNet share: T, the stage loop with optional activation
+    checkpointing per stage (``checkpoint_stages``, for T=16 event training), and BN folding."""
+
+    cfg: "MaxFormerConfig | MaxResNetConfig"
+    checkpoint_stages: bool = False
+
+    @property
+    def T(self) -> int:
+        return self.cfg.T
+
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages():
+            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
+        return x
+
+    def fuse(self) -> "SpikingNet":
+        """Fold every batch norm into the convolution before it, for inference (eval mode).
+
+        The fused model computes the same function with fewer passes over the activations, but its
+        state dict no longer has BN entries: load checkpoints before fusing.
+        """
+        if self.training:
+            raise RuntimeError("fuse() folds running BN statistics: call model.eval() first")
+        for module in list(self.modules()):
+            children = list(module.named_children())
+            for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+                if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    fold_bn_into_conv(conv, bn)
+                    setattr(module, bn_name, nn.Identity())
+        return self
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+    """``BN(conv(x)) = conv'(x)`` with ``w' = w * g / s`` and ``b' = (b - mean) * g / s + beta``,
+    ``s = sqrt(var + eps)``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.reshape(-1, *[1] * (conv.weight.dim() - 1)))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
 @dataclass
 class MaxFormerConfig:
     """A hierarchical spiking transformer, one entry per stage (Table 1, Tables 4 and 7).
@@ -477,7 +523,7 @@ class MaxFormerConfig:
     init: str = "cifar"
 
 
-class MaxFormer(nn.Module):
+class MaxFormer(SpikingNet):
     """Max-Former (and MS-QKFormer, which differs only in its per-stage spec).
 
     Input: static images ``[B, C, H, W]`` (repeated T times) or event frames ``[B, T, C, H, W]``
@@ -492,7 +538,6 @@ class MaxFormer(nn.Module):
             raise ValueError(f"dims, depths, embeds and mixers need one entry per stage, got "
                              f"{cfg.dims}, {cfg.depths}, {cfg.embeds}, {cfg.mixers}")
         self.cfg = cfg
-        self.checkpoint_stages = False
         neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
         self.stride = 1
         for i, (cin, dim, embed) in enumerate(zip((cfg.in_channels, *cfg.dims), cfg.dims, cfg.embeds), 1):
@@ -509,10 +554,6 @@ class MaxFormer(nn.Module):
         self.head = nn.Linear(cfg.dims[-1], cfg.num_classes)
         init_weights(self, cfg.init)
 
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
     def stages(self) -> list[nn.Module]:
         """Stage i = ``patch_embed{i}`` followed by the blocks of ``stage{i}``."""
         return [nn.Sequential(getattr(self, f"patch_embed{i}"), *getattr(self, f"stage{i}"))
@@ -520,9 +561,7 @@ class MaxFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Time-first input ``[T, B, C, H, W]`` -> final membrane ``[T, B, D, H/s, W/s]``."""
-        for stage in self.stages():
-            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
-        return x
+        return self.run_stages(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
@@ -609,7 +648,7 @@ class MaxResNetConfig:
     neuron_backend: str = "auto"
 
 
-class MaxResNet(nn.Module):
+class MaxResNet(SpikingNet):
     """Max-ResNet (section 3.2, Table 5): stem ``Conv3x3(3->64) + BN`` on the raw image, stages of
     basic blocks (the first block of every stage after the first downsamples by max-pool), head
     ``LIF -> global average pool -> Linear -> mean over T``."""
@@ -619,7 +658,6 @@ class MaxResNet(nn.Module):
         if len(cfg.layers) != len(cfg.widths):
             raise ValueError(f"layers {cfg.layers} and widths {cfg.widths} need one entry per stage")
         self.cfg = cfg
-        self.checkpoint_stages = False
         neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
         self.conv1, self.bn1 = conv_bn(cfg.in_channels, 64, 3)
         cin = 64
@@ -632,18 +670,12 @@ class MaxResNet(nn.Module):
         self.fc1 = nn.Linear(cin, cfg.num_classes)
         self.stride = 2 ** (len(cfg.layers) - 1)
 
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i}") for i in range(1, len(self.cfg.layers) + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
-        x = unfold(self.bn1(self.conv1(fold(x))), x.shape[0])
-        for stage in self.stages():
-            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
+        x = self.run_stages(unfold(self.bn1(self.conv1(fold(x))), x.shape[0]))
         x = self.spike(x).mean((3, 4))                     # [T, B, C]
         return self.fc1(x).mean(0)                         # [B, classes]
 

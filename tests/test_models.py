@@ -262,3 +262,28 @@ def test_checkpoint_stages_gives_identical_gradients():
     model(x).square().sum().backward()
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["max_former_tiny", "ms_qkformer_cifar10", "max_resnet18_cifar10", "max_former_10_384"])
+def test_fuse_folds_every_batch_norm_and_keeps_outputs(name):
+    """``model.fuse()`` (eval) removes every BN and the logits stay equal within 1e-5."""
+    torch.manual_seed(0)
+    model = create_model(name, T=4)
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.5, 3.0)  # large enough to keep every layer firing
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    cfg, size = model.cfg, 2 * model.stride
+    x = 4 * (torch.rand(2, 4, 2, size, size) if cfg.in_channels == 2 else torch.rand(2, 3, size, size))
+    with torch.no_grad():
+        before = model(x)
+        after = model.fuse()(x)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules())
+    assert before.std(0).max() > 1e-3
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="eval"):
+        create_model(name).fuse()
