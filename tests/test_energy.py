@@ -220,7 +220,6 @@ def test_table9_rows_add_up(tiny):
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory) -> str:
     """One digits-dvs folder per test session (test_spectrum.py uses the same), simulated once."""
-    pytest.importorskip("data", reason="data.py (offline digits-dvs dataset) is not merged yet")
     return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
 
 

@@ -165,7 +165,6 @@ def test_membrane_matches_lif_below_threshold():
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory) -> str:
     """One digits-dvs folder per test session (test_energy.py uses the same), simulated once."""
-    pytest.importorskip("data", reason="data.py (offline digits-dvs dataset) is not merged yet")
     return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
 
 
