@@ -261,6 +261,7 @@ class QKEmbedStage(nn.Module):
         return unfold(y + self.proj_res_bn(self.proj_res_conv(s)), T)
 
 
+# name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
 EMBEDDINGS: dict[str, Callable[..., nn.Module]] = {
     "orig": EmbedOrig,
     "orig_later": EmbedOrigLater,
@@ -390,25 +391,25 @@ class TokenQK(nn.Module):
         return tokens_conv(self.proj_conv, self.proj_bn, y).reshape(T, B, C, H, W) + x
 
 
+# name -> factory(dim, num_heads, neuron). Register your own mixer here to use it in spec strings.
+MIXERS: dict[str, Callable[[int, int, NeuronSpec], nn.Module]] = {
+    "id": lambda dim, heads, neuron: nn.Identity(),
+    "max": lambda dim, heads, neuron: PoolMixer("max"),
+    "avg": lambda dim, heads, neuron: PoolMixer("avg"),
+    "ssa": SSA,
+    "ssa_dwc": lambda dim, heads, neuron: SSA(dim, heads, neuron, dwc=True),
+    "qk": TokenQK,
+}
+
+
 def make_mixer(name: str, dim: int, num_heads: int, neuron: NeuronSpec) -> nn.Module:
-    """Token mixer from its spec name: ``id``, ``max``, ``avg``, ``dwc<k>``, ``ssa``, ``ssa_dwc``, ``qk``."""
-    if name == "id":
-        return nn.Identity()
-    if name in ("max", "avg"):
-        return PoolMixer(name)
-    if name == "ssa":
-        return SSA(dim, num_heads, neuron)
-    if name == "ssa_dwc":
-        return SSA(dim, num_heads, neuron, dwc=True)
-    if name == "qk":
-        return TokenQK(dim, num_heads, neuron)
+    """Token mixer from its spec name: a key of :data:`MIXERS`, or ``dwc<k>`` for any odd k."""
+    if name in MIXERS:
+        return MIXERS[name](dim, num_heads, neuron)
     match = re.fullmatch(r"dwc(\d+)", name)
     if match:
         return DWC(dim, int(match.group(1)), neuron)
-    raise ValueError(f"unknown token mixer {name!r}; use one of {MIXER_NAMES}")
-
-
-MIXER_NAMES = ("id", "max", "avg", "dwc<k> (odd k, e.g. dwc3)", "ssa", "ssa_dwc", "qk")
+    raise ValueError(f"unknown token mixer {name!r}; use one of {sorted(MIXERS)} or dwc<k> (odd k, e.g. dwc3)")
 
 
 class MLP(nn.Module):
