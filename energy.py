@@ -32,6 +32,7 @@ Markdown summary.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -271,7 +272,7 @@ def table9(report: EnergyReport) -> list[dict]:
     present = [c for c in COMPONENTS if any(r["component"] == c for r in rows)]
     out = []
     for stage in dict.fromkeys(r["stage"] for r in rows):
-        cells = {c: sum(r["energy_mj"] for r in rows if r["stage"] == stage and r["component"] == c)
+        cells = {c: sum((r["energy_mj"] for r in rows if r["stage"] == stage and r["component"] == c), 0.0)
                  for c in present}
         out.append(dict(stage=stage, **cells, total=sum(cells.values())))
     out.append(dict(stage="total", **{c: sum(r[c] for r in out) for c in present}, total=report.energy_mj))
@@ -280,12 +281,15 @@ def table9(report: EnergyReport) -> list[dict]:
 
 def markdown(report: EnergyReport, title: str) -> str:
     """A Markdown summary: Table 9 layout, totals, and the per-layer table."""
+    def cell(value, fmt: str) -> str:
+        if not isinstance(value, float):
+            return str(value)
+        return "-" if math.isnan(value) else "0" if value == 0 else format(value, fmt)
+
     def table(rows: list[dict], fmt: dict[str, str]) -> list[str]:
         head = list(rows[0])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in rows:
-            lines.append("| " + " | ".join(format(r[k], fmt.get(k, ".4g")) if isinstance(r[k], float) else str(r[k])
-                                          for k in head) + " |")
+        lines += ["| " + " | ".join(cell(r[k], fmt.get(k, ".4g")) for k in head) + " |" for r in rows]
         return lines
     t9 = [{("stage" if k == "stage" else f"{k} (mJ)"): v for k, v in r.items()} for r in table9(report)]
     layers = [dict(layer=l.name, kind=l.kind, mode=l.mode, FLOPs=l.flops, rate=l.rate, SOPs=l.sops,

@@ -9,9 +9,10 @@ module measures both:
 Temporal (section 3.1). The LIF membrane with input decay, ``V[t] = b V[t-1] + (1 - b) X[t]`` with
 ``b = 1 - 1/tau``, is the first-order filter ``H(z) = (1 - b) / (1 - b z^-1)``, so
 ``|H(e^jw)| = (1 - b) / sqrt(1 - 2 b cos w + b^2)``; the IF membrane ``V[t] = V[t-1] + X[t]`` is
-the integrator ``|H(e^jw)| = 1 / (2 sin(w / 2))``. :func:`temporal_response` sets these beside the
-measured sub-threshold response of a neuron module and the measured rate transfer of the spiking
-neuron (a sinusoid in noise, spike counts averaged over trials).
+the integrator ``|H(e^jw)| = 1 / (2 sin(w / 2))`` (``neurons.lif_transfer``).
+:func:`temporal_response` sets these beside the measured sub-threshold response
+(``neurons.membrane``) and the measured rate transfer of the spiking neuron module (a sinusoid in
+noise, spike counts averaged over trials).
 
 Spatial (Fig. 2, Fig. 6). :class:`SpectrumProbe` hooks any set of modules of any model and, for
 each, takes the 2-D FFT of its output feature maps over (H, W) and keeps
@@ -45,42 +46,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from neurons import IF, LIF, Neuron
+from neurons import IF, LIF, Neuron, lif_transfer, membrane
 
 
 # ---------------------------------------------------------------------------------------------
 # Temporal: frequency response of a neuron
 # ---------------------------------------------------------------------------------------------
-
-def lif_transfer(omega: torch.Tensor, tau: float) -> torch.Tensor:
-    """``|H(e^jw)|`` of the sub-threshold LIF membrane (eq. 4-6, ``b = 1 - 1/tau``).
-
-    ``tau = inf`` gives the IF membrane (an integrator, no input decay): ``1 / (2 sin(w/2))``.
-    """
-    omega = torch.as_tensor(omega, dtype=torch.float64)
-    if math.isinf(tau):
-        return 1.0 / (2.0 * torch.sin(omega / 2)).abs()
-    b = 1.0 - 1.0 / tau
-    return (1.0 - b) / torch.sqrt(1.0 - 2.0 * b * torch.cos(omega) + b * b)
-
-
-def membrane(neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Sub-threshold membrane trace ``[T, ...]`` of ``neuron`` driven by ``x`` ``[T, ...]``.
-
-    Runs the neuron's own charge equation (``neuron.charge(v, x_t)``, as in ``neurons.LIF``) with
-    firing switched off, starting from the resting potential.
-    """
-    if not hasattr(neuron, "charge"):
-        raise TypeError(f"membrane() needs a neuron with a charge(v, x) method such as neurons.LIF "
-                        f"or neurons.IF; got {type(neuron).__name__}")
-    v_reset = getattr(neuron, "v_reset", None)
-    v = torch.full_like(x[0], 0.0 if v_reset is None else v_reset)
-    trace = []
-    for x_t in x.unbind(0):
-        v = neuron.charge(v, x_t)
-        trace.append(v)
-    return torch.stack(trace)
-
 
 def tone_amplitude(signal: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
     """Amplitude of the component at angular frequency ``omega`` (per step) of ``signal [L, ..., F]``.
@@ -106,34 +77,37 @@ class TemporalResponse:
 
 
 @torch.no_grad()
-def temporal_response(neuron: nn.Module, tau: float, n_freqs: int = 32, steps: int = 256,
-                      warmup: int = 64, trials: int = 256, bias: float = 1.0, amplitude: float = 0.25,
-                      noise: float = 0.5, seed: int = 0) -> TemporalResponse:
-    """Measure a neuron's frequency response (section 3.1) beside the theory for time constant ``tau``.
+def temporal_response(neuron: nn.Module, n_freqs: int = 32, steps: int = 256, warmup: int = 64,
+                      trials: int = 256, bias: float = 1.0, amplitude: float = 0.25, noise: float = 0.5,
+                      seed: int = 0) -> TemporalResponse:
+    """Measure a neuron module's frequency response (section 3.1) beside the theory for its ``tau``.
 
     Frequencies are ``w_k = 2 pi k / steps``, ``n_freqs`` of them spread over ``(0, pi]``, so every
     tone fits a whole number of periods in the ``steps`` measured after ``warmup`` steps.
-    Sub-threshold: ``x = amplitude * cos(w t)`` through :func:`membrane` (NaN for a neuron
-    without a ``charge`` method). Rate: ``x = bias +
-    amplitude * cos(w t) + noise * N(0, 1)`` through the spiking forward, spikes averaged over
-    ``trials`` independent noise draws, then the tone's amplitude in that rate.
+    Sub-threshold: ``x = amplitude * cos(w t)`` through ``neurons.membrane`` with the neuron's
+    ``tau`` (LIF with input decay, or IF). Rate: ``x = bias + amplitude * cos(w t) + noise * N(0, 1)``
+    through the neuron's own forward, spikes averaged over ``trials`` independent noise draws, then
+    the tone's amplitude in that rate. A neuron without ``tau`` (``ReLUNeuron``) gets NaN theory
+    and membrane.
     """
     if steps < 2 * n_freqs:
         raise ValueError(f"steps={steps} cannot hold {n_freqs} distinct frequencies; use steps >= {2 * n_freqs}")
+    tau = getattr(neuron, "tau", None)
+    if tau is not None and getattr(neuron, "decay_input", True) == math.isinf(tau):
+        raise ValueError(f"neurons.membrane models LIF with input decay or IF; {neuron} is neither")
     k = torch.linspace(1, steps // 2, n_freqs, dtype=torch.float64).round().unique()
     omega = 2 * math.pi * k / steps                                      # [F]
     t = torch.arange(warmup + steps, dtype=torch.float64).unsqueeze(1)  # [L, 1]
     tone = amplitude * torch.cos(t * omega)                             # [L, F]
-    if hasattr(neuron, "charge"):
-        sub = membrane(neuron, tone.float().unsqueeze(1)).squeeze(1)    # [L, F]
-    else:                                                               # no membrane equation to run
-        sub = torch.full_like(tone, math.nan)
     gen = torch.Generator().manual_seed(seed)
     drive = bias + tone.float().unsqueeze(1) + noise * torch.randn(
         warmup + steps, trials, len(omega), generator=gen)               # [L, trials, F]
     rate = neuron(drive).mean(1)                                         # [L, F]
     measured = lambda s: tone_amplitude(s[warmup:], omega) / amplitude  # noqa: E731
-    return TemporalResponse(omega, lif_transfer(omega, tau), measured(sub), measured(rate))
+    if tau is None:
+        nan = torch.full_like(omega, math.nan)
+        return TemporalResponse(omega, nan, nan, measured(rate))
+    return TemporalResponse(omega, lif_transfer(omega, tau), measured(membrane(tone, tau)), measured(rate))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,12 +494,11 @@ def spectrum_rows(model_name: str, layers: Sequence[LayerSpectrum]) -> tuple[lis
 
 def cmd_temporal(args: argparse.Namespace) -> None:
     plt = pyplot()
-    neurons = {f"LIF (tau={args.tau:g})": (LIF(args.tau, args.v_threshold), args.tau),
-               "IF": (IF(args.v_threshold), math.inf)}
+    neurons = {f"LIF (tau={args.tau:g})": LIF(args.tau, args.v_threshold), "IF": IF(args.v_threshold)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     rows = []
-    for ax, (label, (neuron, tau)) in zip(axes, neurons.items()):
-        r = temporal_response(neuron, tau, n_freqs=args.freqs, steps=args.steps, trials=args.trials,
+    for ax, (label, neuron) in zip(axes, neurons.items()):
+        r = temporal_response(neuron, n_freqs=args.freqs, steps=args.steps, trials=args.trials,
                               bias=args.bias, amplitude=args.amplitude, noise=args.noise, seed=args.seed)
         w = r.omega.numpy()
         ax.semilogy(w, r.theory.numpy(), "k-", label="theory |H(e^jω)| (membrane)")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from neurons import IF, LIF
-from spectrum import (as_maps, calibrate_batchnorm, diagonal_profile, high_frequency_share, lif_transfer, membrane,
+from spectrum import (as_maps, calibrate_batchnorm, diagonal_profile, high_frequency_share,
                       select_layers, spatial_spectra, temporal_response)
 
 
@@ -124,40 +124,26 @@ def test_diagonal_profile_spans_zero_to_pi():
     assert rel[0] == 0
 
 
-@pytest.mark.parametrize("tau", [2.0, 4.0])
-def test_lif_transfer_is_the_first_order_filter(tau):
-    omega = torch.linspace(0.1, math.pi, 9, dtype=torch.float64)
-    b = 1 - 1 / tau
-    h = (1 - b) / (1 - b * torch.exp(-1j * omega))
-    assert torch.allclose(lif_transfer(omega, tau), h.abs())
-    assert lif_transfer(torch.tensor([0.0]), tau).item() == pytest.approx(1.0)
-
-
 @pytest.mark.parametrize("neuron, tau", [(LIF(2.0), 2.0), (LIF(4.0), 4.0), (IF(), math.inf)])
 def test_measured_membrane_response_agrees_with_the_formula(neuron, tau):
-    r = temporal_response(neuron, tau, n_freqs=12, steps=128, warmup=64, trials=32)
-    assert torch.allclose(r.subthreshold, r.theory, rtol=1e-4)
+    r = temporal_response(neuron, n_freqs=12, steps=128, warmup=64, trials=32)
+    b = 1 - 1 / tau
+    formula = (1 - b) / (1 - b * torch.exp(-1j * r.omega)).abs() if b < 1 else 1 / (2 * torch.sin(r.omega / 2))
+    assert torch.allclose(r.theory, formula)
+    assert torch.allclose(r.subthreshold, formula, rtol=1e-4)
     assert (r.rate >= 0).all() and r.rate.shape == r.omega.shape
+
+
+def test_neuron_the_membrane_model_does_not_cover_is_refused():
+    with pytest.raises(ValueError, match="input decay"):
+        temporal_response(LIF(2.0, decay_input=False))
 
 
 def test_rate_response_of_a_neuron_without_membrane_equation():
     from neurons import ReLUNeuron
-    r = temporal_response(ReLUNeuron(), 2.0, n_freqs=4, steps=64, warmup=8, trials=8, noise=0.0, bias=1.0)
-    assert torch.isnan(r.subthreshold).all()
+    r = temporal_response(ReLUNeuron(), n_freqs=4, steps=64, warmup=8, trials=8, noise=0.0, bias=1.0)
+    assert torch.isnan(r.subthreshold).all() and torch.isnan(r.theory).all()
     assert torch.allclose(r.rate, torch.ones(4, dtype=torch.float64), atol=1e-5)  # relu passes every tone
-
-
-def test_membrane_matches_lif_below_threshold():
-    lif = LIF(3.0, v_threshold=1e9)
-    x = torch.rand(10, 5)
-    v = membrane(lif, x)
-    expected, prev = [], torch.zeros(5)
-    for x_t in x:
-        prev = prev + (x_t - prev) / 3.0
-        expected.append(prev)
-    assert torch.allclose(v, torch.stack(expected))
-    with pytest.raises(TypeError, match="charge"):
-        membrane(nn.ReLU(), x)
 
 
 # ------------------------------------------------------------------ command line, offline default
