@@ -225,7 +225,7 @@ class SpectrumProbe:
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise KeyError(f"no module named {missing} in {type(model).__name__}; "
+            raise ValueError(f"no module named {missing} in {type(model).__name__}; "
                            f"see `python spectrum.py layers --model ...` for the names")
         self.modules = {n: modules[n] for n in names}
         self.acc: dict[str, _Accumulator] = {}
@@ -291,10 +291,12 @@ def block_names(model: nn.Module) -> list[str]:
 
 
 def fig6_names(model: nn.Module) -> dict[str, str]:
-    """The first module of each kind the paper's Fig. 6 compares: spiking neuron, max-pool, DWC, SSA.
+    """The first module of each kind the paper's Fig. 6 compares: spiking neuron, max-pool, DWC, SSA
+    (and avg-pool, for Avg-Pool variants).
 
-    Returns ``{label: module name}`` for the kinds the model has. The DWC is the mixer of a
-    depth-wise-conv block (its output: conv + BN + input); the self-attention is the ``SSA`` module.
+    Returns ``{label: module name}`` for the kinds the model has. The DWC is the module holding a
+    depth-wise conv (maxformer's ``DWC`` mixer: LIF, conv, BN, plus input); the self-attention is
+    the ``SSA`` module (its output includes the residual).
     """
     picks: dict[str, str] = {}
     tests = {
@@ -560,7 +562,8 @@ def avg_variant_spec(model: nn.Module) -> str:
     """The Avg-Pool twin of a Max-Former: every ``max`` embedding and mixer becomes ``avg``."""
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "embeds"):
-        raise SystemExit(f"{type(model).__name__} has no embeds/mixers spec; pass --variant explicitly")
+        raise SystemExit(f"{type(model).__name__} has no patch embeddings or token mixers to swap for avg-pool; "
+                         f"compare Max-Former / MS-QKFormer models, or pass --variant with a spec of your own")
     swap = lambda names: ",".join("avg" if n == "max" else n for n in names)  # noqa: E731
     if "max" not in (*cfg.embeds, *cfg.mixers):
         raise SystemExit(f"{type(model).__name__} has no max-pool embedding or mixer to swap "
