@@ -287,3 +287,33 @@ def test_fuse_folds_every_batch_norm_and_keeps_outputs(name):
     torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
     with pytest.raises(RuntimeError, match="eval"):
         create_model(name).fuse()
+
+
+def test_register_a_new_mixer_and_embedding(monkeypatch):
+    """Forking the project: a new token mixer and a new patch embedding, registered in a few lines,
+    are usable from a spec string (docs/architecture.md shows the same code)."""
+
+    class ShiftMixer(torch.nn.Module):  # a parameter-free mixer: roll the tokens one step right
+        def __init__(self, dim, heads, neuron):
+            super().__init__()
+
+        def forward(self, x):
+            return x.roll(1, dims=-1)
+
+    class ConvEmbed(torch.nn.Module):  # a single stride-2 conv embedding
+        stride = 2
+
+        def __init__(self, cin, dim, neuron):
+            super().__init__()
+            self.lif = neuron()
+            self.embed_conv, self.embed_bn = maxformer.conv_bn(cin, dim, 3, 2)
+
+        def forward(self, x):
+            return maxformer.unfold(self.embed_bn(self.embed_conv(maxformer.fold(self.lif(x)))), x.shape[0])
+
+    monkeypatch.setitem(maxformer.MIXERS, "shift", ShiftMixer)
+    monkeypatch.setitem(maxformer.EMBEDDINGS, "conv", ConvEmbed)
+    model = create_model("max_former_cifar10", spec="embed=orig,conv,conv mixer=id,shift,ssa", **SMALL)
+    assert isinstance(model.stage2[0].mixer, ShiftMixer) and isinstance(model.patch_embed3, ConvEmbed)
+    assert model.stride == 4
+    check_forward_backward(model, torch.rand(2, 3, 16, 16), 10)
