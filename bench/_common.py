@@ -19,6 +19,7 @@ Peak memory (``peak_memory``):
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import multiprocessing
@@ -37,23 +38,18 @@ import torch
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import maxformer  # noqa: E402
 import neurons  # noqa: E402
+from bench_neurons import cpu_name  # noqa: E402
 
 MIB = 2 ** 20
 
 
 # ----------------------------------------------------------------------------- header
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return models[0] if models else platform.processor() or "unknown CPU"
-
 
 def header(device: torch.device) -> str:
     """Machine, load, library versions and date: the first lines of every bench output."""
@@ -283,8 +279,9 @@ def table(rows: list[list[object]], headers: list[str]) -> str:
     return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:])])
 
 
-def add_common_flags(parser) -> None:
-    """Flags every bench script takes: device, threads, repeats, warm-up, AMP, neuron backend."""
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
+    """Add the flags every bench script takes (device, threads, repeats, warm-up, AMP, neuron backend,
+    memory on/off), parse ``argv``, set torch's threads, check the device and print the header."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -293,6 +290,14 @@ def add_common_flags(parser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast (the paper's CUDA set-up); default float32")
-    parser.add_argument("--neuron-backend", default="auto",
-                        help="our neurons' backend (neurons.BACKENDS, e.g. auto, torch, fused, compiled)")
+    parser.add_argument("--neuron-backend", default="auto", choices=list(neurons.BACKENDS),
+                        help="our neurons' backend (default auto: triton on CUDA float32, else fused; "
+                             "compiled is the fast one on CPU after a one-off compile)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements (faster)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device; use --device cpu")
+    print(header(device))
+    return args, device

@@ -18,10 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MIB, Config, Workload, add_common_flags, header, median_seconds, peak_memory, table  # noqa: E402
+from _common import MIB, Config, Workload, median_seconds, parse_args, peak_memory, table  # noqa: E402
 
 # Model -> CPU default batch size (CUDA default: 32). CIFAR batch 16, T=4; the event model T=16 at
 # 128x128 and ImageNet 224x224 get small batches so that a CPU run takes minutes.
@@ -51,24 +49,25 @@ def measure_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, 
 
 def report(results: dict[tuple[str, int], dict[str, dict[str, float]]], memory: bool) -> str:
     """The table: images/s and peak MiB per model and variant, then the ratio rows."""
-    headers = ["model", "batch", "variant", "train img/s", "infer img/s", "fused infer img/s"]
+    headers = ["model", "batch", "variant", "train s/step", "train img/s", "infer img/s", "fused infer img/s"]
     if memory:
         headers += ["train peak MiB", "infer peak MiB"]
     rows, ratios = [], []
     for (name, batch), res in results.items():
         for v in VARIANTS:
             r = res[v]
-            row = [name, batch, v, batch / r["train"], batch / r["infer"], batch / r["fused"]]
+            row = [name, batch, v, r["train"], batch / r["train"], batch / r["infer"], batch / r["fused"]]
             if memory:
                 row += [r["train_mem"] / MIB, r["infer_mem"] / MIB]
             rows.append(row)
         ours, sj = res["ours"], res["spikingjelly"]
-        ratio = [name, batch, "ours/sj", sj["train"] / ours["train"], sj["infer"] / ours["infer"], sj["fused"] / ours["fused"]]
+        ratio = [name, batch, "ours/sj", ours["train"] / sj["train"], sj["train"] / ours["train"],
+                 sj["infer"] / ours["infer"], sj["fused"] / ours["fused"]]
         if memory:
             ratio += [ours["train_mem"] / sj["train_mem"], ours["infer_mem"] / sj["infer_mem"]]
         ratios.append(ratio)
-    note = ("ours/sj rows: throughput columns are speed-ups (spikingjelly time / our time, > 1 is faster); "
-            "memory columns are our peak / spikingjelly's (< 1 is less).")
+    note = ("ours/sj rows: s/step and memory columns are ours / spikingjelly's (< 1 is less); img/s columns "
+            "are speed-ups, spikingjelly's time / ours (> 1 is faster).")
     return table(rows + ratios, headers) + "\n" + note
 
 
@@ -78,13 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"zoo names (default: {' '.join(CPU_BATCH)})")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"batch size for every model (default on CPU: {CPU_BATCH}; on CUDA: 32)")
-    add_common_flags(parser)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA device; use --device cpu")
-    print(header(device))
+    args, device = parse_args(parser, argv)
     print(f"jobs: median of {args.repeats} rounds after {args.warmup} warm-up; amp={args.amp}; "
           f"neuron backend {args.neuron_backend}\n", flush=True)
     results = {}

@@ -19,10 +19,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MIB, Config, Workload, add_common_flags, header, median_seconds, peak_memory, table  # noqa: E402
+from _common import MIB, Config, Workload, median_seconds, parse_args, peak_memory, table  # noqa: E402
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -102,15 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="batch sizes of the batch sweep, at the model's own T (default 4 8 16 32)")
     parser.add_argument("--spikingjelly", action="store_true", help="swap spikingjelly's LIFNode in for our neurons")
     parser.add_argument("--checkpoint-stages", action="store_true", help="activation checkpointing per stage")
-    add_common_flags(parser)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA device; use --device cpu")
+    args, _ = parse_args(parser, argv)
     base = Config(args.model, args.batch_size, device=args.device, amp=args.amp, spikingjelly=args.spikingjelly,
                   neuron_backend=args.neuron_backend, checkpoint_stages=args.checkpoint_stages, threads=args.threads)
-    print(header(device))
     print(f"model {args.model}, {'spikingjelly LIFNode' if args.spikingjelly else 'our neurons'} "
           f"(backend {args.neuron_backend}), amp={args.amp}, checkpoint_stages={args.checkpoint_stages}; "
           f"training step, median of {args.repeats} rounds after {args.warmup} warm-up\n", flush=True)

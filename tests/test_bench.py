@@ -91,3 +91,16 @@ def test_help(script, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main(["--help"])
     assert exit_.value.code == 0 and "--repeats" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
+    """``maxformer.MaxPool`` keeps only indices for the backward; outputs and gradients are the same
+    bits as ``nn.MaxPool2d`` (ties included: rounded inputs), on odd and even sizes."""
+    torch.manual_seed(0)
+    for shape in ((4, 8, 16, 16), (2, 3, 15, 17)):
+        x = torch.randn(shape).round().requires_grad_()
+        ours, ref = maxformer.MaxPool(stride)(x), torch.nn.MaxPool2d(3, stride, 1)(x)
+        g = torch.randn_like(ref)
+        assert torch.equal(ours, ref)
+        assert torch.equal(*(torch.autograd.grad(y, x, g)[0] for y in (ours, ref)))
