@@ -273,7 +273,12 @@ def peak_memory(cfg: Config) -> dict[str, float]:
 
 def table(rows: list[list[object]], headers: list[str]) -> str:
     """A plain-text table, numbers right-aligned."""
-    cells = [[str(h) for h in headers]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    def cell(c: object) -> str:
+        if not isinstance(c, float):
+            return str(c)
+        return f"{c:.0f}" if abs(c) >= 100 else f"{c:.3g}"
+
+    cells = [[str(h) for h in headers]] + [[cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:])])
