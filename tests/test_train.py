@@ -1,0 +1,203 @@
+"""train.py on tiny runs of the offline default (digits-dvs, max_former_tiny), all on CPU.
+
+Runs use a fixed subset (64 train / 32 test samples, batch 16, so 4 steps an epoch). The digits-dvs
+events are simulated once per session into a temporary folder.
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 4
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    from data import build_datasets
+
+    folder = tmp_path_factory.mktemp("data")
+    build_datasets("digits-dvs", data_dir=str(folder))
+    return folder
+
+
+def tiny(data_dir: Path, out: Path, *flags: str) -> list[str]:
+    return ["--data-dir", str(data_dir), "--output", str(out), "--limit-train", "64", "--limit-test", "32",
+            "--batch-size", "16", "--epochs", "2", "--device", "cpu", *flags]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def on_call(monkeypatch, name: str, n: int, before=None, after=None) -> None:
+    """On the n-th call of train.<name>, run `before()` first, or pass its result through `after`."""
+    original, calls = getattr(train, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == n and before:
+            before()
+        result = original(*args, **kwargs)
+        return after(result) if len(calls) == n and after else result
+
+    monkeypatch.setattr(train, name, wrapped)
+
+
+def ctrl_c() -> None:
+    signal.raise_signal(signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def two_epochs(data_dir, tmp_path_factory) -> Path:
+    """One uninterrupted two-epoch run, the reference for the resume tests."""
+    out = tmp_path_factory.mktemp("two_epochs")
+    summary = train.main(tiny(data_dir, out))
+    assert summary["output"] == str(out)
+    return out
+
+
+def test_offline_default_learns_and_logs(two_epochs, data_dir, tmp_path):
+    out = tmp_path / "run"
+    summary = train.main(tiny(data_dir, out, "--epochs", "3", "--limit-train", "128"))
+    rows = read_csv(out / "log.csv")
+    assert tuple(rows[0]) == train.CSV_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    top1 = [float(r["test_acc1"]) for r in rows]
+    assert summary["final_acc1"] == pytest.approx(top1[-1], rel=1e-5)
+    assert summary["best_acc1"] == pytest.approx(max(top1), rel=1e-5)
+    last = torch.load(out / "last.pth", weights_only=True)
+    assert (last["epoch"], last["step"]) == (3, 0)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_acc1"} <= last.keys()
+    best = torch.load(out / "best.pth", weights_only=True)
+    assert best["epoch"] == summary["best_epoch"] == 1 + top1.index(max(top1))
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resume_after_one_epoch_is_exact(two_epochs, data_dir, tmp_path, monkeypatch, capsys):
+    # Ctrl-C during epoch 1's evaluation: the epoch completes, is saved, and training stops.
+    on_call(monkeypatch, "evaluate", 1, before=ctrl_c)
+    with pytest.raises(SystemExit) as stop:
+        train.main(tiny(data_dir, tmp_path))
+    assert stop.value.code == train.EXIT_INTERRUPTED
+    assert "stopped at the end of epoch 1" in capsys.readouterr().out
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+    monkeypatch.undo()
+    train.main(tiny(data_dir, tmp_path, "--resume", str(tmp_path / "last.pth")))
+    assert_same_weights(weights(two_epochs / "last.pth"), weights(tmp_path / "last.pth"))
+    assert len(read_csv(tmp_path / "log.csv")) == 2
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(two_epochs, data_dir, tmp_path, monkeypatch, capsys):
+    on_call(monkeypatch, "soft_cross_entropy", STEPS_PER_EPOCH + 2, before=ctrl_c)  # epoch 2, step 2
+    with pytest.raises(SystemExit) as stop:
+        train.main(tiny(data_dir, tmp_path))
+    assert stop.value.code == train.EXIT_INTERRUPTED
+    assert "stopped at epoch 2, step 2" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    monkeypatch.undo()
+    train.main(tiny(data_dir, tmp_path, "--resume", str(tmp_path / "last.pth")))
+    assert_same_weights(weights(two_epochs / "last.pth"), weights(tmp_path / "last.pth"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(two_epochs, data_dir, tmp_path, monkeypatch):
+    on_call(monkeypatch, "soft_cross_entropy", STEPS_PER_EPOCH + 3, after=lambda loss: loss * float("nan"))
+    with pytest.raises(SystemExit) as stop:
+        train.main(tiny(data_dir, tmp_path))
+    message = str(stop.value.code)
+    assert "epoch 2, step 3" in message and "nan" in message and "last.pth" in message
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+    assert len(read_csv(tmp_path / "log.csv")) == 1
+
+
+def test_eval_only_reproduces_the_logged_accuracy(two_epochs, data_dir, tmp_path, capsys):
+    logged = float(read_csv(two_epochs / "log.csv")[-1]["test_acc1"])
+    flags = tiny(data_dir, tmp_path, "--eval-only", "--checkpoint", str(two_epochs / "last.pth"))
+    assert train.main(flags)["test_acc1"] == pytest.approx(logged, rel=1e-5)
+    assert "test top-1" in capsys.readouterr().out
+    official = tmp_path / "official.pth"  # the authors' CIFAR/event layout: {"model": state_dict, ...}
+    torch.save({"model": weights(two_epochs / "last.pth"), "epoch": 1}, official)
+    flags = tiny(data_dir, tmp_path, "--eval-only", "--checkpoint", str(official))
+    assert train.main(flags)["test_acc1"] == pytest.approx(logged, rel=1e-5)
+
+
+def test_ddp_two_processes_on_cpu(two_epochs, data_dir, tmp_path):
+    """torchrun, two gloo ranks: rank 0 alone writes; test metrics cover both ranks' shards."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train.py"), *tiny(data_dir, tmp_path, "--batch-size", "8", "--epochs", "1")]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best test top-1 over epochs") == 1
+    rows = read_csv(tmp_path / "log.csv")
+    assert len(rows) == 1
+    single = train.main(tiny(data_dir, tmp_path / "eval", "--eval-only", "--checkpoint", str(tmp_path / "last.pth")))
+    assert single["test_acc1"] == pytest.approx(float(rows[0]["test_acc1"]), rel=1e-5)
+
+
+def test_unknown_flag_lists_valid_flags(capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--bacth-size", "8"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--bacth-size" in err and "valid flags:" in err and "--batch-size" in err and "--mixup-off-epoch" in err
+
+
+def test_config_file_keys_flags_override_and_unknown_key(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1.5e-3\nweight-decay: 6e-2\nbatch_size: 8\nT: 3\ncompile: true\nmixup-off-epoch: 5\n")
+    args = train.parse_args(["--config", str(config), "--lr", "0.2"])
+    assert (args.lr, args.weight_decay, args.batch_size, args.T, args.compile, args.mixup_off_epoch) == \
+        (0.2, 0.06, 8, 3, True, 5)
+    config.write_text("lr: 0.1\nwarmup: 5\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(config)])
+    err = capsys.readouterr().err
+    assert "unknown key 'warmup'" in err and "warmup-epochs" in err and "batch-size" in err
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_configs_parse(config):
+    args = train.parse_args(["--config", str(config)])
+    assert args.model in train.list_models()
+    assert yaml.safe_load(config.read_text())["model"] == args.model
+
+
+def test_help_documents_every_flag(capsys):
+    parser = train.build_parser()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in train.valid_flags(parser):
+        assert flag in out
+
+
+def test_eval_only_needs_a_checkpoint(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--eval-only"])
+    assert "--eval-only needs --checkpoint" in capsys.readouterr().err
