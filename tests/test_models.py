@@ -1,0 +1,264 @@
+"""The model zoo equals the authors' models: parameter counts, state-dict layouts, checkpoint loading,
+shapes and gradients of every variant, and input validation (MODELS.md, Tables 1, 4, 5, 7)."""
+import argparse
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+
+import maxformer
+from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
+
+LAYOUTS = sorted((Path(__file__).parent / "reference").glob("*.json"))
+
+
+@lru_cache(maxsize=None)
+def layout(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def official_keys(path: Path) -> list[str]:
+    """The layout's keys with the known older names mapped to ours (load_official does the same)."""
+    keys = []
+    for key in layout(path)["state_dict"]:
+        for old, new in maxformer.KEY_ALIASES:
+            key = key.replace(old, new)
+        keys.append(key)
+    return keys
+
+
+def random_official_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {k: torch.randn(shape, generator=gen) if shape else torch.tensor(7)
+            for k, shape in layout(path)["state_dict"].items()}
+
+
+@pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
+def test_parameter_count_and_layout_equal_official(path):
+    """Exact parameter count (MODELS.md table) and the same keys, shapes and order as the authors'."""
+    model = create_model(path.stem)
+    assert sum(p.numel() for p in model.parameters()) == layout(path)["parameters"]
+    sd = model.state_dict()
+    assert list(sd) == official_keys(path)
+    assert [list(v.shape) for v in sd.values()] == list(layout(path)["state_dict"].values())
+
+
+@pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
+def test_load_official_every_layout(path):
+    """Random tensors in each official layout load by name (all consumed) and the model runs."""
+    model = create_model(path.stem)
+    official = random_official_state_dict(path)
+    load_official(model, {"model": {f"module.{k}": v for k, v in official.items()}})
+    for (key, ours), theirs in zip(model.state_dict().items(), official.values()):
+        assert torch.equal(ours, theirs), key
+    model.eval()
+    cfg = model.cfg
+    size = 2 * model.stride
+    shape = (1, 2, cfg.in_channels, size, size) if cfg.in_channels == 2 else (1, cfg.in_channels, size, size)
+    with torch.no_grad():
+        assert model(torch.rand(shape)).shape == (1, cfg.num_classes)
+
+
+def test_load_official_wrappers_prefix_and_positional_names(tmp_path):
+    """``{"state_dict": ...}``, DDP's ``module.`` prefix, a file path, and older key names (by position)."""
+    path = LAYOUTS[[p.stem for p in LAYOUTS].index("max_former_cifar10")]
+    official = random_official_state_dict(path)
+    file = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in official.items()}}, file)
+    model = load_official(create_model("max_former_cifar10"), file)
+    assert torch.equal(model.head.weight, official["head.weight"])
+    renamed = {f"old_name_{i}": v for i, v in enumerate(official.values())}
+    model = load_official(create_model("max_former_cifar10"), renamed)
+    assert torch.equal(model.patch_embed1.proj_conv.weight, official["patch_embed1.proj_conv.weight"])
+
+
+def test_load_official_imagenet_older_dwc7_names():
+    """The released ImageNet files name the stage-1 DWC-7 ``conv5``; they load onto ``conv``."""
+    path = LAYOUTS[[p.stem for p in LAYOUTS].index("max_former_10_384")]
+    official = random_official_state_dict(path)
+    assert "stage1.0.mixer.conv5.weight" in official
+    model = load_official(create_model("max_former_10_384"), official)
+    assert torch.equal(model.stage1[0].mixer.conv.weight, official["stage1.0.mixer.conv5.weight"])
+
+
+def test_load_official_lists_every_mismatch():
+    """Missing, unexpected and mis-shaped tensors are all named in one error."""
+    path = LAYOUTS[[p.stem for p in LAYOUTS].index("max_former_cifar10")]
+    official = random_official_state_dict(path)
+    del official["head.bias"]
+    official["surprise.weight"] = torch.zeros(1)
+    official["head.weight"] = torch.zeros(3, 384)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_official(create_model("max_former_cifar10"), official)
+    message = str(err.value)
+    assert "missing (1): head.bias" in message
+    assert "unexpected (1): surprise.weight" in message
+    assert "head.weight: checkpoint [3, 384] vs model [10, 384]" in message
+    official = random_official_state_dict(path)
+    with pytest.raises(CheckpointMismatchError, match="head.weight"):
+        load_official(create_model("max_former_cifar100"), official)
+
+
+def test_load_official_refuses_pickled_objects_unless_opted_in(tmp_path):
+    """A file that pickles non-tensor objects is refused by ``weights_only`` loading, with the opt-in named."""
+    model = create_model("max_former_tiny")
+    file = tmp_path / "with_args.pth"
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, file)
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        load_official(create_model("max_former_tiny"), file)
+    load_official(create_model("max_former_tiny"), file, allow_pickle=True)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_official(model, tmp_path / "nope.pth")
+
+
+def test_list_models_names_the_zoo():
+    names = list_models()
+    for path in LAYOUTS:
+        assert path.stem in names
+    for extra in ("max_resnet18_2222_cifar10", "max_former_tiny", "max_former_cifar10_ann",
+                  "ms_qkformer_cifar10dvs", "ms_qkformer_dvsgesture"):
+        assert extra in names
+    assert create_model("max_resnet18_2222_cifar100").cfg.layers == (2, 2, 2, 2)
+    assert sum(p.numel() for p in create_model("max_resnet18_2222_cifar100").parameters()) == 11_220_132
+
+
+def test_unknown_model_and_override_errors():
+    with pytest.raises(ValueError, match="max_former_cifar10"):
+        create_model("max_former_cifar11")
+    with pytest.raises(ValueError, match="valid:"):
+        create_model("max_former_cifar10", depthz=3)
+    with pytest.raises(ValueError, match="unknown token mixer 'foo'"):
+        create_model("max_former_cifar10", spec="mixer=id,foo,ssa")
+    with pytest.raises(ValueError, match="unknown patch embedding"):
+        create_model("max_former_cifar10", spec="embed=orig,bar,max")
+    with pytest.raises(ValueError, match="odd"):
+        create_model("max_former_cifar10", spec="mixer=id,dwc4,ssa")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_spec("mixer")
+
+
+SMALL = dict(dims=(16, 32, 64), num_heads=2, mlp_ratio=2.0)
+EMBEDS = ["orig", "orig_later", "max", "avg", "1max", "max_plus", "orig_imagenet", "qk_init", "qk_stage"]
+MIXERS = ["id", "max", "avg", "dwc1", "dwc3", "dwc5", "dwc7", "ssa", "ssa_dwc", "qk"]
+
+
+def check_forward_backward(model: torch.nn.Module, x: torch.Tensor, classes: int) -> None:
+    out = model(x)
+    assert out.shape == (x.shape[0], classes)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("embed", EMBEDS)
+def test_every_patch_embedding_in_stage_one(embed):
+    """Each embedding works as stage 1 (raw input) and its stride is what MODELS.md says."""
+    torch.manual_seed(0)
+    model = create_model("max_former_cifar10", embeds=(embed, "max", "max"), depths=(1, 1, 1), **SMALL)
+    strides = {"orig": 1, "orig_later": 2, "max": 2, "avg": 2, "1max": 2, "max_plus": 8,
+               "orig_imagenet": 4, "qk_init": 4, "qk_stage": 2}
+    assert model.stride == strides[embed] * 4
+    size = model.stride * 2
+    feats = model.forward_features(torch.rand(2, 2, 3, size, size))
+    assert feats.shape == (2, 2, 64, 2, 2)
+    check_forward_backward(model, torch.rand(2, 3, size, size), 10)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_every_token_mixer(mixer):
+    """Each mixer keeps the membrane shape and passes gradients (spec string ``mixer=...``)."""
+    torch.manual_seed(0)
+    model = create_model("max_former_cifar10", spec=f"mixer={mixer},{mixer},{mixer} depth=1,1,1", **SMALL)
+    check_forward_backward(model, torch.rand(2, 3, 16, 16), 10)
+
+
+def test_spec_string_builds_ablation_variants():
+    """``embed=orig,max,max mixer=id,dwc3,ssa`` is the official CIFAR model; other specs differ."""
+    official = create_model("max_former_cifar100")
+    from_spec = create_model("max_former_cifar100", spec="embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2")
+    assert [v.shape for v in official.state_dict().values()] == [v.shape for v in from_spec.state_dict().values()]
+    avg = create_model("max_former_cifar100", spec="embed=orig,orig,orig mixer=avg,avg,avg")
+    assert isinstance(avg.patch_embed2, maxformer.EmbedOrigLater)
+    assert isinstance(avg.stage1[0].mixer, maxformer.PoolMixer)
+    narrow = create_model("max_former_cifar10", width=192)
+    assert narrow.cfg.dims == (48, 96, 192) and narrow.head.in_features == 192
+    assert parse_spec("dim=8,16 depth=2,3 mlp=1 heads=4 layers=2,2") == {
+        "dims": (8, 16), "depths": (2, 3), "mlp_ratio": 1.0, "num_heads": 4, "layers": (2, 2)}
+
+
+@pytest.mark.parametrize("name", ["max_former_cifar10dvs", "ms_qkformer_dvsgesture", "max_resnet18_cifar10",
+                                  "max_resnet18_2222_cifar10", "max_former_10_384", "ms_qkformer_10_384"])
+def test_official_architectures_forward_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    cfg = model.cfg
+    size = 2 * model.stride
+    x = torch.rand(2, 3, 2, size, size) if cfg.in_channels == 2 else torch.rand(2, 3, size, size)
+    check_forward_backward(model, x, cfg.num_classes)
+
+
+def test_event_input_runs_with_its_own_T_and_static_input_is_repeated():
+    """Events ``[B, T, C, H, W]`` run with the T they carry; a static image equals its T-fold repeat."""
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny").eval()
+    events = torch.rand(3, 7, 2, 24, 24)
+    assert model(events).shape == (3, 10)
+    image = torch.rand(3, 2, 24, 24)
+    repeated = image.unsqueeze(1).expand(3, model.T, 2, 24, 24)
+    assert torch.equal(model(image), model(repeated))
+
+
+def test_stateless_between_calls():
+    """No reset needed: the same input gives the same output twice (membranes start at zero)."""
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny").eval()
+    x = torch.rand(2, 4, 2, 24, 24) * 3
+    assert torch.equal(model(x), model(x))
+
+
+def test_ann_twin_has_no_spikes():
+    """``<name>_ann`` swaps every spiking neuron for ReLU (Table 2, "Max-Former (ANN)")."""
+    from neurons import LIF, ReLUNeuron
+    ann = create_model("max_former_cifar10_ann")
+    kinds = {type(m) for m in ann.modules() if isinstance(m, (LIF, ReLUNeuron))}
+    assert kinds == {ReLUNeuron}
+    snn = create_model("max_former_cifar10")
+    assert {type(m) for m in snn.modules() if isinstance(m, (LIF, ReLUNeuron))} == {LIF}
+    assert [v.shape for v in ann.state_dict().values()] == [v.shape for v in snn.state_dict().values()]
+
+
+def test_attention_neurons_fire_at_half_threshold():
+    model = create_model("max_former_cifar10")
+    attn = model.stage3[0].attn
+    assert attn.attn_lif.v_threshold == 0.5 and attn.q_lif.v_threshold == 1.0
+    assert attn.num_heads == 8 and create_model("max_former_dvsgesture").stage2[0].attn.num_heads == 16
+    assert create_model("max_former_10_768").stage3[0].attn.num_heads == 12
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((3, 32, 32), "rank-3"),
+    ((2, 1, 32, 32), "built for 3 input channels"),
+    ((2, 3, 30, 30), "not divisible by the model's total stride 4"),
+])
+def test_bad_input_shapes_name_the_expected_shape(shape, match):
+    model = create_model("max_former_cifar10")
+    with pytest.raises(ValueError, match=match) as err:
+        model(torch.rand(shape))
+    assert "[B, 3, H, W]" in str(err.value)
+
+
+def test_checkpoint_stages_gives_identical_gradients():
+    """Activation checkpointing per stage recomputes the forward exactly: same loss, same gradients."""
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny")
+    x = torch.rand(2, 4, 2, 24, 24) * 2
+    model(x).square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.checkpoint_stages = True
+    model(x).square().sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-6)
