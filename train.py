@@ -78,6 +78,9 @@ def build_parser() -> FlagParser:
     g.add_argument("--cache-dir", help="folder for cached event frames (default: data.py's default)")
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
                    help="download the dataset if it is missing and its licence allows it")
+    g.add_argument("--spec", metavar="'key=value ...'",
+                   help="architecture overrides for ablations, e.g. 'embed=orig,max,max mixer=id,dwc3,ssa' "
+                        "(keys: see maxformer.parse_spec)")
     g.add_argument("-T", type=int, metavar="STEPS",
                    help="time steps; default: the dataset's frame count for event data, else the model's")
     g.add_argument("--neuron", choices=("lif", "if", "relu"),
@@ -266,7 +269,7 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
     for key, value in (("T", T), ("neuron", args.neuron), ("neuron_backend", args.neuron_backend)):
         if value is not None:
             overrides[key] = value
-    model = create_model(args.model, **overrides)
+    model = create_model(args.model, spec=args.spec, **overrides)
     model.checkpoint_stages = args.grad_checkpointing
     return model
 
@@ -488,15 +491,26 @@ def load_weights(net: nn.Module, path: str, allow_pickle: bool) -> None:
         raise SystemExit(f"checkpoint not found: {path}") from None
     except Exception:  # a pickled released file: load_official decides, honouring --allow-pickle
         ckpt = None
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+    try:
+        if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+            load_own_state(net, ckpt, path)
+        else:
+            load_official(net, path, allow_pickle=allow_pickle)
+    except ValueError as e:  # maxformer.CheckpointMismatchError, or a pickled file without --allow-pickle
+        raise SystemExit(f"cannot load {path}: {e}") from None
+
+
+def load_own_state(net: nn.Module, ckpt: dict, path: str) -> None:
+    try:
         net.load_state_dict(ckpt["model"])
-    else:
-        load_official(net, path, allow_pickle=allow_pickle)
+    except RuntimeError as e:
+        trained = " ".join(f"--{k} {ckpt['args'][k]}" for k in ("model", "dataset", "spec") if ckpt["args"].get(k))
+        raise SystemExit(f"{path} does not fit this model; it was trained with {trained}. ({e})") from None
 
 
 def resume(run: Run, path: str) -> None:
     ckpt = read_checkpoint(path)
-    run.net.load_state_dict(ckpt["model"])
+    load_own_state(run.net, ckpt, path)
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])
