@@ -1,6 +1,6 @@
-"""Train and evaluate Max-Former / Max-ResNet (paper section 5; hyper-parameters of appendix Table 6).
+"""Train and evaluate Max-Former / Max-ResNet with the paper's recipes (hyper-parameters: Table 6).
 
-    python train.py                                        # offline default: digits-dvs on CPU, ~2 min
+    python train.py                                        # offline default: digits-dvs, ~3 min on a CPU
     python train.py --config configs/cifar10.yaml --data-dir ~/data
     torchrun --nproc_per_node 8 train.py --config configs/imagenet_10_768_t4.yaml --data-dir ~/imagenet
     python train.py --resume runs/<run>/last.pth           # continue exactly where a run stopped
@@ -62,20 +62,27 @@ class FlagParser(argparse.ArgumentParser):
         super().error(message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except None: those flags' help says what happens when unset."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> FlagParser:
-    p = FlagParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = FlagParser(description=__doc__.split("\n\n")[0], allow_abbrev=False, formatter_class=HelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml",
                    help="YAML file whose keys are these flags without the leading dashes "
-                        "(e.g. 'batch-size: 64', 'T: 4'); flags given on the command line override it")
+                        "(e.g. 'batch-size: 64', 'T: 4'); flags given on the command line override it; "
+                        "configs/ holds the paper's settings")
 
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="max_former_tiny", choices=list_models(), metavar="NAME",
                    help=f"model to build, one of: {', '.join(list_models())}")
     g.add_argument("--dataset", default="digits-dvs", choices=DATASETS,
                    help="dataset; digits-dvs is built offline from scikit-learn's digits")
-    g.add_argument("--data-dir", help="folder holding the dataset (default: data.py's default location)")
-    g.add_argument("--cache-dir", help="folder for cached event frames (default: data.py's default)")
+    g.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: ./data)")
+    g.add_argument("--cache-dir", metavar="DIR", help="folder for cached event frames (default: <data-dir>/cache)")
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
                    help="download the dataset if it is missing and its licence allows it")
     g.add_argument("--spec", metavar="'key=value ...'",
@@ -126,7 +133,7 @@ def build_parser() -> FlagParser:
                    help="switch mixup/cutmix off after this many epochs (0: never)")
 
     g = p.add_argument_group("run")
-    g.add_argument("--output", help="run folder for checkpoints and log.csv "
+    g.add_argument("--output", metavar="DIR", help="run folder for checkpoints and log.csv "
                                     "(default: runs/<dataset>-<model>-<time>, or the --resume file's folder)")
     g.add_argument("--resume", metavar="PATH", help="continue training from one of our last.pth/best.pth")
     g.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the test set and exit")
@@ -193,6 +200,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(file_argv + list(argv if argv is not None else sys.argv[1:]))
     if args.eval_only and not args.checkpoint:
         parser.error("--eval-only needs --checkpoint PATH (one of our checkpoints or a released one)")
+    if args.checkpoint and not args.eval_only:
+        parser.error("--checkpoint is read only with --eval-only; to continue training use --resume PATH")
+    if args.eval_only and args.resume:
+        parser.error("--eval-only evaluates --checkpoint; drop --resume")
     return args
 
 

@@ -195,7 +195,12 @@ def test_help_documents_every_flag(capsys):
         assert flag in out
 
 
-def test_eval_only_needs_a_checkpoint(capsys):
-    with pytest.raises(SystemExit):
-        train.main(["--eval-only"])
-    assert "--eval-only needs --checkpoint" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, message", [
+    (["--eval-only"], "--eval-only needs --checkpoint"),
+    (["--checkpoint", "x.pth"], "--checkpoint is read only with --eval-only"),
+    (["--eval-only", "--checkpoint", "x.pth", "--resume", "y.pth"], "drop --resume"),
+])
+def test_checkpoint_flag_combinations_are_checked(flags, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(flags)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
