@@ -263,11 +263,13 @@ def build_data(args: argparse.Namespace):
     return fixed_subset(train_set, args.limit_train), fixed_subset(test_set, args.limit_test), info
 
 
-def make_loader(dataset, indices: list[int], args: argparse.Namespace, ctx: Context, train: bool) -> DataLoader:
-    """Batches over the given sample indices in order; its own generator leaves the global RNG alone."""
+def make_loader(dataset, indices: list[int], args: argparse.Namespace, ctx: Context, train: bool,
+                seed: int = 0) -> DataLoader:
+    """Batches over the given sample indices, in order. Its own generator (seeding the workers, if
+    any) leaves the global RNG alone, so a resumed run draws the same random numbers."""
     return DataLoader(dataset, batch_size=args.batch_size, sampler=indices, drop_last=train,
                       num_workers=args.workers, pin_memory=ctx.device.type == "cuda",
-                      generator=torch.Generator().manual_seed(args.seed))
+                      generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -516,7 +518,7 @@ def load_own_state(net: nn.Module, ckpt: dict, path: str) -> None:
         net.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         trained = " ".join(f"--{k} {ckpt['args'][k]}" for k in ("model", "dataset", "spec") if ckpt["args"].get(k))
-        raise SystemExit(f"{path} does not fit this model; it was trained with {trained}. ({e})") from None
+        raise SystemExit(f"{e}\n{path} does not fit this model; it was trained with {trained}") from None
 
 
 def resume(run: Run, path: str) -> None:
@@ -607,7 +609,8 @@ def train(args, ctx: Context, net: nn.Module, model: nn.Module, train_set, test_
         while run.epoch < args.epochs:
             started = time.perf_counter()
             sampler.set_epoch(run.epoch)
-            loader = make_loader(train_set, list(sampler)[run.step * args.batch_size:], args, ctx, train=True)
+            worker_seed = int(np.random.SeedSequence([args.seed, ctx.rank, run.epoch]).generate_state(1)[0])
+            loader = make_loader(train_set, list(sampler)[run.step * args.batch_size:], args, ctx, True, worker_seed)
             try:
                 train_metrics = train_one_epoch(run, loader, args, ctx, stop, steps)
             except NonFiniteLoss as e:
@@ -646,7 +649,7 @@ def main(argv: list[str] | None = None) -> dict:
         if ctx.world > 1:
             model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         dtype = autocast_dtype(args.precision, ctx.device)
-        test_loader = make_loader(test_set, list(range(ctx.rank, len(test_set), ctx.world)), args, ctx, train=False)
+        test_loader = make_loader(test_set, list(range(ctx.rank, len(test_set), ctx.world)), args, ctx, False)
         if not args.eval_only:
             return train(args, ctx, net, model, train_set, test_loader, info, dtype)
         metrics = evaluate(model, test_loader, ctx, dtype, StopFlag())

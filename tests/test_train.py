@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these runs are tiny, and two threads on a busy 2-core machine spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     from data import build_datasets
@@ -142,17 +151,54 @@ def test_eval_only_reproduces_the_logged_accuracy(two_epochs, data_dir, tmp_path
 
 
 def test_ddp_two_processes_on_cpu(two_epochs, data_dir, tmp_path):
-    """torchrun, two gloo ranks: rank 0 alone writes; test metrics cover both ranks' shards."""
+    """torchrun, two gloo ranks: rank 0 alone writes; test metrics cover both ranks' shards; the
+    learning rate follows the global batch (2 x 4 = 8: 0.128 x 8 / 256 = 0.004)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    flags = tiny(data_dir, tmp_path, "--batch-size", "4", "--epochs", "1", "--lr-base", "0.128")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), *tiny(data_dir, tmp_path, "--batch-size", "4", "--epochs", "1")]
+           str(ROOT / "train.py"), *flags]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("best test top-1 over epochs") == 1
+    assert "2 x cpu, peak lr 0.004;" in done.stdout
     rows = read_csv(tmp_path / "log.csv")
     assert len(rows) == 1
     single = train.main(tiny(data_dir, tmp_path / "eval", "--eval-only", "--checkpoint", str(tmp_path / "last.pth")))
     assert single["test_acc1"] == pytest.approx(float(rows[0]["test_acc1"]), rel=1e-5)
+
+
+def test_mixup_switches_off_and_clipping_runs(data_dir, tmp_path, monkeypatch):
+    mixed = []
+
+    class CountingMixup(train.MixupCutmix):
+        def __call__(self, x, y):
+            mixed.append(len(y))
+            return super().__call__(x, y)
+
+    monkeypatch.setattr(train, "MixupCutmix", CountingMixup)
+    train.main(tiny(data_dir, tmp_path, "--limit-train", "16", "--mixup", "0.8", "--cutmix", "1.0",
+                    "--mixup-off-epoch", "1", "--clip-grad", "1.0"))
+    assert mixed == [8, 8]  # the two steps of epoch 1; none in epoch 2
+    assert len(read_csv(tmp_path / "log.csv")) == 2
+
+
+def test_learning_rate_schedule():
+    args = train.parse_args(["--epochs", "10", "--warmup-epochs", "2", "--cooldown-epochs", "3",
+                             "--warmup-lr", "1e-4", "--min-lr", "1e-5"])
+    lr = [train.lr_at(step, 1e-2, args, steps_per_epoch=10) for step in range(100)]
+    assert lr[0] == pytest.approx(1e-4) and lr[10] == pytest.approx((1e-4 + 1e-2) / 2)
+    assert lr[20] == pytest.approx(1e-2) and max(lr) == lr[20]
+    assert lr[45] == pytest.approx((1e-2 + 1e-5) / 2)  # half-way down the cosine (steps 20-70)
+    assert all(a >= b for a, b in zip(lr[20:], lr[21:]))
+    assert lr[70:] == [1e-5] * 30  # cool-down
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision(data_dir, tmp_path, precision):
+    summary = train.main(tiny(data_dir, tmp_path, "--device", "cuda", "--precision", precision))
+    assert summary["final_acc1"] >= 0
+    assert weights(tmp_path / "last.pth")["head.weight"].dtype == torch.float32
 
 
 def test_unknown_flag_lists_valid_flags(capsys):
