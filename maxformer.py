@@ -16,14 +16,12 @@ Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func
 """
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -263,6 +261,7 @@ class QKEmbedStage(nn.Module):
         return unfold(y + self.proj_res_bn(self.proj_res_conv(s)), T)
 
 
+# name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
 EMBEDDINGS: dict[str, Callable[..., nn.Module]] = {
     "orig": EmbedOrig,
     "orig_later": EmbedOrigLater,
@@ -392,25 +391,25 @@ class TokenQK(nn.Module):
         return tokens_conv(self.proj_conv, self.proj_bn, y).reshape(T, B, C, H, W) + x
 
 
+# name -> factory(dim, num_heads, neuron). Register your own mixer here to use it in spec strings.
+MIXERS: dict[str, Callable[[int, int, NeuronSpec], nn.Module]] = {
+    "id": lambda dim, heads, neuron: nn.Identity(),
+    "max": lambda dim, heads, neuron: PoolMixer("max"),
+    "avg": lambda dim, heads, neuron: PoolMixer("avg"),
+    "ssa": SSA,
+    "ssa_dwc": lambda dim, heads, neuron: SSA(dim, heads, neuron, dwc=True),
+    "qk": TokenQK,
+}
+
+
 def make_mixer(name: str, dim: int, num_heads: int, neuron: NeuronSpec) -> nn.Module:
-    """Token mixer from its spec name: ``id``, ``max``, ``avg``, ``dwc<k>``, ``ssa``, ``ssa_dwc``, ``qk``."""
-    if name == "id":
-        return nn.Identity()
-    if name in ("max", "avg"):
-        return PoolMixer(name)
-    if name == "ssa":
-        return SSA(dim, num_heads, neuron)
-    if name == "ssa_dwc":
-        return SSA(dim, num_heads, neuron, dwc=True)
-    if name == "qk":
-        return TokenQK(dim, num_heads, neuron)
+    """Token mixer from its spec name: a key of :data:`MIXERS`, or ``dwc<k>`` for any odd k."""
+    if name in MIXERS:
+        return MIXERS[name](dim, num_heads, neuron)
     match = re.fullmatch(r"dwc(\d+)", name)
     if match:
         return DWC(dim, int(match.group(1)), neuron)
-    raise ValueError(f"unknown token mixer {name!r}; use one of {MIXER_NAMES}")
-
-
-MIXER_NAMES = ("id", "max", "avg", "dwc<k> (odd k, e.g. dwc3)", "ssa", "ssa_dwc", "qk")
+    raise ValueError(f"unknown token mixer {name!r}; use one of {sorted(MIXERS)} or dwc<k> (odd k, e.g. dwc3)")
 
 
 class MLP(nn.Module):
@@ -455,6 +454,52 @@ class Block(nn.Module):
 
 # ----------------------------------------------------------------------------- models
 
+class SpikingNet(nn.Module):
+    """What Max-Former and Max-ResNet share: T, the stage loop with optional activation
+    checkpointing per stage (``checkpoint_stages``, for T=16 event training), and BN folding."""
+
+    cfg: "MaxFormerConfig | MaxResNetConfig"
+    checkpoint_stages: bool = False
+
+    @property
+    def T(self) -> int:
+        return self.cfg.T
+
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages():
+            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
+        return x
+
+    def fuse(self) -> "SpikingNet":
+        """Fold every batch norm into the convolution before it, for inference (eval mode).
+
+        The fused model computes the same function with fewer passes over the activations, but its
+        state dict no longer has BN entries: load checkpoints before fusing.
+        """
+        if self.training:
+            raise RuntimeError("fuse() folds running BN statistics: call model.eval() first")
+        for module in list(self.modules()):
+            children = list(module.named_children())
+            for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+                if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    fold_bn_into_conv(conv, bn)
+                    setattr(module, bn_name, nn.Identity())
+        return self
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+    """``BN(conv(x)) = conv'(x)`` with ``w' = w * g / s`` and ``b' = (b - mean) * g / s + beta``,
+    ``s = sqrt(var + eps)``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.reshape(-1, *[1] * (conv.weight.dim() - 1)))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
 @dataclass
 class MaxFormerConfig:
     """A hierarchical spiking transformer, one entry per stage (Table 1, Tables 4 and 7).
@@ -479,7 +524,7 @@ class MaxFormerConfig:
     init: str = "cifar"
 
 
-class MaxFormer(nn.Module):
+class MaxFormer(SpikingNet):
     """Max-Former (and MS-QKFormer, which differs only in its per-stage spec).
 
     Input: static images ``[B, C, H, W]`` (repeated T times) or event frames ``[B, T, C, H, W]``
@@ -494,7 +539,6 @@ class MaxFormer(nn.Module):
             raise ValueError(f"dims, depths, embeds and mixers need one entry per stage, got "
                              f"{cfg.dims}, {cfg.depths}, {cfg.embeds}, {cfg.mixers}")
         self.cfg = cfg
-        self.checkpoint_stages = False
         neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
         self.stride = 1
         for i, (cin, dim, embed) in enumerate(zip((cfg.in_channels, *cfg.dims), cfg.dims, cfg.embeds), 1):
@@ -511,10 +555,6 @@ class MaxFormer(nn.Module):
         self.head = nn.Linear(cfg.dims[-1], cfg.num_classes)
         init_weights(self, cfg.init)
 
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
     def stages(self) -> list[nn.Module]:
         """Stage i = ``patch_embed{i}`` followed by the blocks of ``stage{i}``."""
         return [nn.Sequential(getattr(self, f"patch_embed{i}"), *getattr(self, f"stage{i}"))
@@ -522,9 +562,7 @@ class MaxFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Time-first input ``[T, B, C, H, W]`` -> final membrane ``[T, B, D, H/s, W/s]``."""
-        for stage in self.stages():
-            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
-        return x
+        return self.run_stages(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
@@ -611,7 +649,7 @@ class MaxResNetConfig:
     neuron_backend: str = "auto"
 
 
-class MaxResNet(nn.Module):
+class MaxResNet(SpikingNet):
     """Max-ResNet (section 3.2, Table 5): stem ``Conv3x3(3->64) + BN`` on the raw image, stages of
     basic blocks (the first block of every stage after the first downsamples by max-pool), head
     ``LIF -> global average pool -> Linear -> mean over T``."""
@@ -621,7 +659,6 @@ class MaxResNet(nn.Module):
         if len(cfg.layers) != len(cfg.widths):
             raise ValueError(f"layers {cfg.layers} and widths {cfg.widths} need one entry per stage")
         self.cfg = cfg
-        self.checkpoint_stages = False
         neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
         self.conv1, self.bn1 = conv_bn(cfg.in_channels, 64, 3)
         cin = 64
@@ -634,63 +671,51 @@ class MaxResNet(nn.Module):
         self.fc1 = nn.Linear(cin, cfg.num_classes)
         self.stride = 2 ** (len(cfg.layers) - 1)
 
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i}") for i in range(1, len(self.cfg.layers) + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
-        x = unfold(self.bn1(self.conv1(fold(x))), x.shape[0])
-        for stage in self.stages():
-            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
+        x = self.run_stages(unfold(self.bn1(self.conv1(fold(x))), x.shape[0]))
         x = self.spike(x).mean((3, 4))                     # [T, B, C]
         return self.fc1(x).mean(0)                         # [B, classes]
 
 
 # ----------------------------------------------------------------------------- the zoo
 
-def _maxformer(**kw) -> Callable[..., MaxFormer]:
-    return lambda **over: MaxFormer(replace(MaxFormerConfig(**kw), **over))
-
-
-def _resnet(**kw) -> Callable[..., MaxResNet]:
-    return lambda **over: MaxResNet(replace(MaxResNetConfig(**kw), **over))
-
-
-def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> Callable[..., MaxFormer]:
-    return _maxformer(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
-                      num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
+def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> MaxFormerConfig:
+    """ImageNet "10-D": widths D/4, D/2, D with 1, 2, 7 blocks, D/64 heads, T=1 (Table 3)."""
+    return MaxFormerConfig(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
+                           num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
 
 
 _EVENT = dict(dims=(128, 256), depths=(1, 1), mlp_ratio=1.0, num_heads=16, in_channels=2, img_size=128, T=16)
 _QK_CIFAR = dict(embeds=("orig", "1max", "1max"), mixers=("qk", "qk", "ssa"))
 _QK_EVENT = dict(_EVENT, embeds=("max_plus", "1max"), mixers=("qk", "ssa"))
 _MF_EVENT = dict(_EVENT, embeds=("max_plus", "max"), mixers=("dwc3", "ssa"))
+_RESNET_2222 = dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512))
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "max_former_cifar10": _maxformer(),
-    "max_former_cifar100": _maxformer(num_classes=100),
-    "max_former_cifar10dvs": _maxformer(**_MF_EVENT, num_classes=10),
-    "max_former_dvsgesture": _maxformer(**_MF_EVENT, num_classes=11),
+MODELS: dict[str, MaxFormerConfig | MaxResNetConfig] = {
+    "max_former_cifar10": MaxFormerConfig(),
+    "max_former_cifar100": MaxFormerConfig(num_classes=100),
+    "max_former_cifar10dvs": MaxFormerConfig(**_MF_EVENT, num_classes=10),
+    "max_former_dvsgesture": MaxFormerConfig(**_MF_EVENT, num_classes=11),
     **{f"max_former_10_{d}": _imagenet(d, ("orig_imagenet", "max", "max"), ("dwc7", "dwc5", "ssa"))
        for d in (384, 512, 768)},
-    "ms_qkformer_cifar10": _maxformer(**_QK_CIFAR),
-    "ms_qkformer_cifar100": _maxformer(**_QK_CIFAR, num_classes=100),
-    "ms_qkformer_cifar10dvs": _maxformer(**_QK_EVENT, num_classes=10),
-    "ms_qkformer_dvsgesture": _maxformer(**_QK_EVENT, num_classes=11),
+    "ms_qkformer_cifar10": MaxFormerConfig(**_QK_CIFAR),
+    "ms_qkformer_cifar100": MaxFormerConfig(**_QK_CIFAR, num_classes=100),
+    "ms_qkformer_cifar10dvs": MaxFormerConfig(**_QK_EVENT, num_classes=10),
+    "ms_qkformer_dvsgesture": MaxFormerConfig(**_QK_EVENT, num_classes=11),
     **{f"ms_qkformer_10_{d}": _imagenet(d, ("qk_init", "qk_stage", "qk_stage"), ("qk", "qk", "ssa"))
        for d in (384, 512, 768)},
-    "max_resnet18_cifar10": _resnet(),
-    "max_resnet18_cifar100": _resnet(num_classes=100),
-    "max_resnet18_2222_cifar10": _resnet(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512)),
-    "max_resnet18_2222_cifar100": _resnet(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=100),
+    "max_resnet18_cifar10": MaxResNetConfig(),
+    "max_resnet18_cifar100": MaxResNetConfig(num_classes=100),
+    "max_resnet18_2222_cifar10": MaxResNetConfig(**_RESNET_2222),
+    "max_resnet18_2222_cifar100": MaxResNetConfig(**_RESNET_2222, num_classes=100),
     # Small Max-Former for the offline default dataset (2x24x24 event frames, T=4): trains on a CPU in minutes.
-    "max_former_tiny": _maxformer(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
-                                  mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2, img_size=24,
-                                  num_heads=4),
+    "max_former_tiny": MaxFormerConfig(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
+                                       mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2,
+                                       img_size=24, num_heads=4),
 }
 
 
@@ -735,16 +760,17 @@ def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
         overrides.setdefault("neuron", "relu")
     if spec:
         overrides = {**parse_spec(spec), **overrides}
-    config = MaxResNetConfig if base.startswith("max_resnet") else MaxFormerConfig
-    if "width" in overrides and config is MaxFormerConfig:  # the paper's "4-384": last-stage width D
+    config = MODELS[base]
+    if "width" in overrides and isinstance(config, MaxFormerConfig):  # the paper's "4-384": last width D
         width = overrides.pop("width")
-        dims = overrides.get("dims") or MODELS[base]().cfg.dims
+        dims = overrides.get("dims", config.dims)
         overrides["dims"] = tuple(d * width // dims[-1] for d in dims)
     valid = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid)}")
-    return MODELS[base](**overrides)
+    config = replace(config, **overrides)
+    return MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
 
 
 # ----------------------------------------------------------------------------- official checkpoints

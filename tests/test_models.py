@@ -262,3 +262,58 @@ def test_checkpoint_stages_gives_identical_gradients():
     model(x).square().sum().backward()
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["max_former_tiny", "ms_qkformer_cifar10", "max_resnet18_cifar10", "max_former_10_384"])
+def test_fuse_folds_every_batch_norm_and_keeps_outputs(name):
+    """``model.fuse()`` (eval) removes every BN and the logits stay equal within 1e-5."""
+    torch.manual_seed(0)
+    model = create_model(name, T=4)
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.5, 3.0)  # large enough to keep every layer firing
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    cfg, size = model.cfg, 2 * model.stride
+    x = 4 * (torch.rand(2, 4, 2, size, size) if cfg.in_channels == 2 else torch.rand(2, 3, size, size))
+    with torch.no_grad():
+        before = model(x)
+        after = model.fuse()(x)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules())
+    assert before.std(0).max() > 1e-3
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="eval"):
+        create_model(name).fuse()
+
+
+def test_register_a_new_mixer_and_embedding(monkeypatch):
+    """Forking the project: a new token mixer and a new patch embedding, registered in a few lines,
+    are usable from a spec string (docs/architecture.md shows the same code)."""
+
+    class ShiftMixer(torch.nn.Module):  # a parameter-free mixer: roll the tokens one step right
+        def __init__(self, dim, heads, neuron):
+            super().__init__()
+
+        def forward(self, x):
+            return x.roll(1, dims=-1)
+
+    class ConvEmbed(torch.nn.Module):  # a single stride-2 conv embedding
+        stride = 2
+
+        def __init__(self, cin, dim, neuron):
+            super().__init__()
+            self.lif = neuron()
+            self.embed_conv, self.embed_bn = maxformer.conv_bn(cin, dim, 3, 2)
+
+        def forward(self, x):
+            return maxformer.unfold(self.embed_bn(self.embed_conv(maxformer.fold(self.lif(x)))), x.shape[0])
+
+    monkeypatch.setitem(maxformer.MIXERS, "shift", ShiftMixer)
+    monkeypatch.setitem(maxformer.EMBEDDINGS, "conv", ConvEmbed)
+    model = create_model("max_former_cifar10", spec="embed=orig,conv,conv mixer=id,shift,ssa", **SMALL)
+    assert isinstance(model.stage2[0].mixer, ShiftMixer) and isinstance(model.patch_embed3, ConvEmbed)
+    assert model.stride == 4
+    check_forward_backward(model, torch.rand(2, 3, 16, 16), 10)

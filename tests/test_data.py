@@ -1,0 +1,421 @@
+"""Dataset loaders on tiny files in each dataset's real on-disk format, frame integration (DATASETS.md 3),
+the frame cache, augmentation, Mixup/CutMix, the offline digits-dvs default and every named error."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import data
+import fake_datasets as fk
+from data import DatasetNotFoundError, EventAugment, MixupCutmix, build_datasets, integrate_frames, make_events
+
+
+def events(n, **kw):
+    ev = fk.regular_events(n, **kw)
+    return make_events(ev["t"], ev["x"], ev["y"], ev["p"])
+
+
+@pytest.fixture
+def count_integrations(monkeypatch):
+    calls = []
+    original = data.integrate_frames
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data, "integrate_frames", counting)
+    return calls
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+
+@pytest.mark.parametrize("n, T, expected", [(7, 3, [2, 2, 3]), (2, 4, [0, 0, 0, 2]), (0, 2, [0, 0]),
+                                            (16, 4, [4, 4, 4, 4]), (9, 1, [9])])
+def test_integrate_splits_by_event_count_remainder_last(n, T, expected):
+    frames = integrate_frames(events(n), T, 128, 128)
+    assert frames.shape == (T, 2, 128, 128) and frames.dtype == np.float32
+    assert frames.sum(axis=(1, 2, 3)).tolist() == expected
+
+
+def test_integrate_coordinates_channels_and_counts():
+    ev = make_events(np.arange(5), [5, 5, 5, 0, 3], [2, 2, 2, 7, 1], [0, 0, 0, 1, 1])
+    ev["p"][4] = 2  # any non-zero polarity counts as channel 1
+    frames = integrate_frames(ev, 1, 8, 6)  # H=8, W=6: x indexes columns, y rows
+    assert frames[0, 0, 2, 5] == 3  # counts are not clipped
+    assert frames[0, 1, 7, 0] == 1 and frames[0, 1, 1, 3] == 1
+    assert frames.sum() == 5
+
+
+def test_integrate_rejects_events_outside_sensor():
+    with pytest.raises(ValueError, match="outside the 8x8 sensor"):
+        integrate_frames(make_events([0], [8], [0], [0]), 2, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def test_aedat31_reader_overflow_packets_and_special_events(tmp_path):
+    ev = fk.regular_events(9)
+    ev["t"][5:] += 3 << 31  # later packets carry a timestamp overflow
+    fk.write_aedat31(tmp_path / "a.aedat", ev, packet_size=2)
+    got = data.read_aedat31(tmp_path / "a.aedat")
+    assert got["t"].tolist() == ev["t"].tolist()  # the type-0 packet is skipped
+    assert got["x"].tolist() == ev["x"].tolist() and got["y"].tolist() == ev["y"].tolist()
+    assert got["p"].tolist() == ev["p"].tolist()
+
+
+def test_aedat31_reader_rejects_lf_header_and_truncation(tmp_path):
+    fk.write_aedat31(tmp_path / "a.aedat", fk.regular_events(4))
+    raw = (tmp_path / "a.aedat").read_bytes()
+    (tmp_path / "lf.aedat").write_bytes(raw.replace(b"\r\n", b"\n"))
+    with pytest.raises(ValueError, match="lf.aedat: not an AEDAT 3.x file"):
+        data.read_aedat31(tmp_path / "lf.aedat")
+    (tmp_path / "cut.aedat").write_bytes(raw[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_aedat31(tmp_path / "cut.aedat")
+
+
+def test_aedat2_reader_swaps_and_flips_like_spikingjelly(tmp_path):
+    fk.write_aedat20(tmp_path / "c.aedat", [3, 0], [5, 127], [1, 0], [10, 20])
+    got = data.read_aedat2_cifar10dvs(tmp_path / "c.aedat")
+    assert got[["t", "x", "y", "p"]].tolist() == [(10, 122, 124, 0), (20, 0, 127, 1)]
+    assert integrate_frames(got[:1], 1, 128, 128)[0, 0, 124, 122] == 1
+    (tmp_path / "bad.aedat").write_bytes(b"\x00\x01binary without header")
+    with pytest.raises(ValueError, match="bad.aedat: not an AEDAT 2.0 file"):
+        data.read_aedat2_cifar10dvs(tmp_path / "bad.aedat")
+
+
+def test_aedat4_reader_through_tonic(tmp_path):
+    fk.write_aedat4(tmp_path / "e.aedat4", [1, 2, 3], [3, 4, 5], [6, 7, 8], [0, 1, 1])
+    got = data.read_aedat4(tmp_path / "e.aedat4")
+    assert got[["t", "x", "y", "p"]].tolist() == [(1, 3, 6, 0), (2, 4, 7, 1), (3, 5, 8, 1)]
+
+
+# ---------------------------------------------------------------------------------------------- DVS128 Gesture
+
+GESTURE = {  # trial: (split, events, [(class, start, end)]); events every 10 us from t=1000
+    "user01_fluorescent": ("train", fk.regular_events(300, t0=1000), [(1, 1000, 1500), (8, 1500, 2200),
+                                                                      (8, 2200, 3000), (11, 3000, 4000)]),
+    "user02_led": ("train", fk.regular_events(300, t0=1000), [(3, 1000, 2000), (2, 2000, 3990)]),
+    "user24_lab": ("test", fk.regular_events(300, t0=1000), [(5, 1000, 1105), (11, 2000, 2500)]),
+}
+
+
+def frame_sums(dataset):
+    return [int(dataset[i][0].sum()) for i in range(len(dataset))]
+
+
+def test_gesture_original_split_windows_and_labels(tmp_path):
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    train, test, info = build_datasets("dvsgesture", tmp_path, T=4, augment=False)
+    assert info == data.DatasetInfo("dvsgesture", 11, 2, (128, 128), 4, True)
+    assert len(train) == 6 and len(test) == 2
+    assert train.targets == [0, 7, 7, 10, 2, 1] and test.targets == [4, 10]
+    # start <= t < end: [1000, 1500) holds 50 events; 3990 itself is excluded; [1000, 1105) holds 11
+    assert frame_sums(train) == [50, 70, 80, 100, 100, 199] and frame_sums(test) == [11, 50]
+    x, label = test[0]
+    assert x.shape == (4, 2, 128, 128) and x.dtype == torch.float32 and label == 4
+    assert x.sum(dim=(1, 2, 3)).tolist() == [2, 2, 2, 5]
+    assert x[0, 0, 0, 0] == 1 and x[0, 1, 7, 1] == 1  # events 0 (x=0, y=0, p=0) and 1 (x=1, y=7, p=1)
+
+
+def test_gesture_spikingjelly_label_order(tmp_path):
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    train, test, _ = build_datasets("dvsgesture", tmp_path, T=2, label_order="spikingjelly")
+    assert train.targets == [0, 8, 8, 2, 3, 1] and test.targets == [5, 2]
+    with pytest.raises(ValueError, match="label_order"):
+        build_datasets("dvsgesture", tmp_path, T=2, label_order="sorted")
+
+
+def test_gesture_tonic_layout(tmp_path):
+    rows = np.array([[1, 2, 0, 5], [3, 4, 1, 6], [5, 6, 1, 7]])  # x, y, p, t in ms
+    fk.write_tonic_gesture_tree(tmp_path, {"train": {"user01_led": {3: rows, 10: rows[:2]}},
+                                           "test": {"user24_lab": {0: rows[:1]}}})
+    assert data.read_tonic_gesture_npy(tmp_path / "DVSGesture/ibmGestureTrain/user01_led/3.npy")["t"].tolist() \
+        == [5000, 6000, 7000]
+    train, test, info = build_datasets("dvsgesture", tmp_path, T=1, augment=False)
+    assert train.targets == [10, 3] and test.targets == [0]  # sorted file names: '10.npy' < '3.npy'
+    assert frame_sums(train) == [2, 3] and test[0][0][0, 0, 2, 1] == 1
+
+
+def test_gesture_missing_and_incomplete(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_datasets("dvsgesture", tmp_path)
+    message = str(err.value)
+    assert "trials_to_train.txt" in message and "--data-dir" in message and "--download" in message
+    assert "research.ibm.com" in message and str(tmp_path / "DvsGesture") in message
+    folder = fk.write_gesture_tree(tmp_path, GESTURE)
+    (folder / "user02_led.aedat").unlink()
+    with pytest.raises(DatasetNotFoundError, match="missing: .*user02_led.aedat"):
+        build_datasets("dvsgesture", tmp_path)
+    assert isinstance(err.value, FileNotFoundError)
+
+
+def test_gesture_download_uses_tonic_copy(tmp_path, monkeypatch):
+    import tonic
+
+    class FakeTonicGesture:  # stands in for tonic's downloader: writes its layout, no network
+        def __init__(self, save_to, train):
+            split = "train" if train else "test"
+            fk.write_tonic_gesture_tree(save_to, {split: {"user05_led": {1: np.array([[1, 1, 1, 1]])}}})
+
+    monkeypatch.setattr(tonic.datasets, "DVSGesture", FakeTonicGesture)
+    train, test, _ = build_datasets("dvsgesture", tmp_path, T=1, download=True)
+    assert len(train) == 1 and len(test) == 1 and train.targets == [1]
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR10-DVS
+
+
+def test_cifar10dvs_originals_lexicographic_90_10_split(tmp_path):
+    fk.write_cifar10dvs_tree(tmp_path / "CIFAR10DVS", per_class=11)  # files 0..10, file i has i+1 events
+    train, test, info = build_datasets("cifar10dvs", tmp_path, T=2, augment=False)
+    assert info == data.DatasetInfo("cifar10dvs", 10, 2, (128, 128), 2, True)
+    assert len(train) == 100 and len(test) == 10  # ceil(0.9 * 11) = 10 per class
+    # string order 0, 1, 10, 2, ..., 9: the test file is index 9 (10 events), not index 10
+    assert frame_sums(test) == [10] * 10 and test.targets == list(range(10))
+    assert frame_sums(train)[:10] == [1, 2, 11, 3, 4, 5, 6, 7, 8, 9] and train.targets[::10] == list(range(10))
+    x, _ = test[0]
+    assert x.shape == (2, 2, 128, 128)
+    assert x[0, 1, 127, 127] == 1  # raw (0, 0, p=0) -> (x=127, y=127, p=1)
+
+
+def test_split_90_10_rule():
+    files = [data.Path(f"cifar10_cat_{i}.aedat") for i in range(1000)]
+    train, test = data.split_90_10(files)
+    assert len(train) == 900 and len(test) == 100
+    indices = sorted(int(f.stem.rsplit("_", 1)[1]) for f in test)
+    assert indices == list(range(91, 100)) + list(range(909, 1000))
+    assert [len(part) for part in data.split_90_10(files[:15])] == [14, 1]  # ceil(13.5) = 14
+
+
+def test_cifar10dvs_tonic_aedat4_layout(tmp_path):
+    fk.write_cifar10dvs_tree(tmp_path / "CIFAR10DVS", per_class=2, fmt="aedat4")
+    train, test, _ = build_datasets("cifar10dvs", tmp_path, T=1, augment=False)
+    assert len(train) == 20 and len(test) == 0  # ceil(0.9 * 2) = 2
+    assert frame_sums(train)[:2] == [1, 2] and train[1][0][0, 1, 7, 1] == 1  # stored coordinates kept
+
+
+def test_cifar10dvs_missing_and_incomplete(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"(?s)airplane.*figshare.*--data-dir.*--download"):
+        build_datasets("cifar10dvs", tmp_path)
+    fk.write_cifar10dvs_tree(tmp_path, per_class=1, classes=fk.CIFAR10DVS_CLASSES[:9])
+    with pytest.raises(DatasetNotFoundError, match="no files for: truck"):
+        build_datasets("cifar10dvs", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def test_cache_reused_and_invalidated(tmp_path, count_integrations):
+    folder = fk.write_gesture_tree(tmp_path / "raw", GESTURE)
+    build_datasets("dvsgesture", tmp_path / "raw", T=4, cache_dir=tmp_path / "cache")
+    assert count_integrations == [4] * 8
+    build_datasets("dvsgesture", tmp_path / "raw", T=4, cache_dir=tmp_path / "cache")
+    assert len(count_integrations) == 8  # second build reads the cache
+    build_datasets("dvsgesture", tmp_path / "raw", T=2, cache_dir=tmp_path / "cache")
+    assert count_integrations[8:] == [2] * 8  # T is part of the key
+    csv = folder / "user24_lab_labels.csv"
+    csv.write_text(csv.read_text().replace("2500", "2600"))
+    _, test, _ = build_datasets("dvsgesture", tmp_path / "raw", T=2, cache_dir=tmp_path / "cache")
+    assert len(count_integrations) == 18 and frame_sums(test) == [11, 60]  # only the changed split re-integrates
+    assert len(list((tmp_path / "cache" / "dvsgesture").iterdir())) == 5
+
+
+def test_cache_default_location_under_data_dir(tmp_path):
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    build_datasets("dvsgesture", tmp_path, T=3)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "dvsgesture").iterdir()) == ["test", "train"]
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+
+
+@pytest.mark.parametrize("op", ["identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout"])
+def test_event_augment_same_op_on_every_frame(op):
+    torch.manual_seed(0)
+    frame = torch.randint(0, 4, (1, 2, 32, 32)).float()
+    x = frame.repeat(5, 1, 1, 1)
+    for _ in range(10):
+        out = EventAugment(ops=(op,))(x)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert all(torch.equal(out[0], out[t]) for t in range(1, 5))
+
+
+def test_event_augment_flip_and_cutout():
+    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float32).view(2, 2, 4, 6) + 1
+    assert torch.equal(EventAugment(flip_p=1.0, ops=("identity",))(x), x.flip(-1))
+    assert torch.equal(EventAugment(flip_p=0.0, ops=("identity",))(x), x)
+    out = EventAugment(flip_p=0.0, ops=("cutout",))(x)
+    zeroed = out == 0
+    assert zeroed.any() and torch.equal(zeroed[0], zeroed[1]) and torch.equal(out[~zeroed], x[~zeroed])
+    with pytest.raises(ValueError, match="unknown EventAugment op 'solarize'"):
+        EventAugment(ops=("solarize",))(x)
+
+
+def test_train_set_augmented_test_set_not(tmp_path):
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    train, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
+    assert isinstance(train.transform, EventAugment) and test.transform is None
+    train, _, _ = build_datasets("dvsgesture", tmp_path, T=2, augment=False)
+    assert train.transform is None
+
+
+def test_mixup_cutmix_targets_and_smoothing():
+    y = torch.tensor([0, 3, 3, 9])
+    x = torch.randn(4, 3, 8, 8)
+    out, target = MixupCutmix(10, prob=0.0)(x, y)
+    assert torch.equal(out, x) and target.shape == (4, 10)
+    assert torch.allclose(target[0, 0], torch.tensor(0.91)) and torch.allclose(target[0, 1], torch.tensor(0.01))
+    torch.manual_seed(0)
+    for _ in range(20):
+        out, target = MixupCutmix(10)(x, y)
+        assert out.shape == x.shape and torch.allclose(target.sum(1), torch.ones(4))
+
+
+def test_mixup_blends_with_reversed_batch():
+    torch.manual_seed(1)
+    x, y = torch.randn(4, 2, 2, 6, 6), torch.tensor([0, 1, 2, 3])
+    out, target = MixupCutmix(4, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.0)(x, y)
+    lam = float(target[0, 0])
+    assert torch.allclose(target[0, 3], torch.tensor(1 - lam))
+    assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
+
+
+def test_cutmix_box_same_for_all_frames_and_lambda_is_area():
+    torch.manual_seed(2)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 2, 16, 16).clone()  # [B, T, C, H, W]
+    y = torch.tensor([0, 1, 2, 3])
+    for _ in range(10):
+        out, target = MixupCutmix(4, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)(x, y)
+        pasted = out[0] == 3  # sample 0 receives a box from sample 3
+        assert torch.equal(pasted, pasted[:1, :1].expand_as(pasted))  # same box in every frame and channel
+        assert torch.allclose(target[0, 3], pasted[0, 0].float().mean())
+        assert torch.allclose(target[0, 0] + target[0, 3], torch.tensor(1.0))
+
+
+# ---------------------------------------------------------------------------------------------- digits-dvs
+
+
+SHORT_SACCADE = data.DigitsDVSConfig(steps=30)  # the default pipeline with a tenth of the simulation work
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    build_datasets("digits-dvs", root, digits_config=SHORT_SACCADE)
+    return root
+
+
+def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
+    train, test, info = build_datasets("digits-dvs", digits_dir, digits_config=SHORT_SACCADE)
+    assert count_integrations == []  # frames come from the cache built by the fixture
+    assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4, True)
+    assert (len(train), len(test)) == (1437, 360)
+    per_class = np.bincount(np.concatenate([train.targets, test.targets]))
+    assert np.all(np.abs(np.bincount(test.targets) - 0.2 * per_class) <= 1)  # stratified
+    x, label = train[0]
+    assert x.shape == (4, 2, 24, 24) and x.dtype == torch.float32 and 0 <= label < 10
+    assert isinstance(train.transform, EventAugment) and test.transform is None
+    events_file, = (digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
+    with np.load(events_file) as z:
+        per_digit = np.diff(z["offsets"])
+        assert z["labels"].tolist()[:3] == [0, 1, 2]
+    assert len(per_digit) == 1797 and per_digit.min() > 50
+    x, _ = test[0]
+    n = int(x.sum())
+    assert x.sum(dim=(1, 2, 3)).tolist() == [n // 4] * 3 + [n - 3 * (n // 4)]
+
+
+def test_digits_T_override(digits_dir):
+    train, test, info = build_datasets("digits-dvs", digits_dir, T=2, augment=False, digits_config=SHORT_SACCADE)
+    assert info.T == 2 and train[0][0].shape == (2, 2, 24, 24)
+
+
+def test_digit_simulation_deterministic_and_plausible():
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:12] / 16.0
+    cfg = data.DigitsDVSConfig(steps=60)
+    (a, off_a), (b, off_b) = data.simulate_digit_events(images, cfg, seed=3), data.simulate_digit_events(images, cfg, seed=3)
+    assert np.array_equal(a, b) and np.array_equal(off_a, off_b)
+    c, _ = data.simulate_digit_events(images, cfg, seed=4)
+    assert not np.array_equal(a, c)
+    assert off_a[0] == 0 and off_a[-1] == len(a) and np.all(np.diff(off_a) > 100)
+    for i in range(12):
+        t = a["t"][off_a[i]:off_a[i + 1]]
+        assert np.all(np.diff(t) >= 0) and t.min() >= 0 and t.max() < 60 * cfg.step_us
+    assert a["x"].max() < 24 and a["y"].max() < 24 and 0.3 < a["p"].mean() < 0.7
+
+
+def test_default_simulation_events_per_digit():
+    from sklearn.datasets import load_digits
+
+    _, offsets = data.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
+    per_digit = np.diff(offsets)  # OFFLINE_DEFAULT.md: about 2,400 events per digit
+    assert 1000 < per_digit.min() and per_digit.max() < 5000 and 2000 < per_digit.mean() < 2800
+
+
+# ---------------------------------------------------------------------------------------------- static images
+
+
+def test_cifar_missing_names_folder_and_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"(?s)cifar-10-batches-py.*--data-dir.*--download"):
+        build_datasets("cifar10", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="cifar-100-python"):
+        build_datasets("cifar100", tmp_path)
+
+
+def test_cifar_transforms_shapes():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    for train in (True, False):
+        x = data.cifar_transforms(train, crop_padding=4)(image)
+        assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    plain = data.cifar_transforms(False)(image)
+    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(data.CIFAR_MEAN)[:, None, None]) \
+        / torch.tensor(data.CIFAR_STD)[:, None, None]
+    assert torch.allclose(plain, expected, atol=1e-6)
+
+
+def write_image_folder(root, classes, n=2):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 30), (10 * i, 100, 200)).save(root / c / f"{c}_{i}.JPEG")
+
+
+def test_imagenet_image_folder(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"(?s)train/<wnid>.*image-net.org.*--data-dir.*cannot fetch"):
+        build_datasets("imagenet", tmp_path)
+    write_image_folder(tmp_path / "train", ["n01", "n02"])
+    write_image_folder(tmp_path / "val", ["n01", "n02"], n=1)
+    train, val, info = build_datasets("imagenet", tmp_path)
+    assert info == data.DatasetInfo("imagenet", 2, 3, (224, 224), None, False)
+    assert (len(train), len(val)) == (4, 2)
+    for dataset in (train, val):
+        x, label = dataset[1]
+        assert x.shape == (3, 224, 224) and label == (1 if dataset is val else 0)
+
+
+def test_imagenet_flat_val_folder(tmp_path):
+    write_image_folder(tmp_path / "train", ["n01", "n02"])
+    write_image_folder(tmp_path / "val", ["ILSVRC2012_val"], n=1)
+    with pytest.raises(DatasetNotFoundError, match="val/ has 1 different"):
+        build_datasets("imagenet", tmp_path)
+
+
+def test_bad_names_and_T(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; choose one of digits-dvs"):
+        build_datasets("mnist")
+    with pytest.raises(ValueError, match="T must be a positive"):
+        build_datasets("dvsgesture", tmp_path, T=0)
+
+
+def test_datasets_tuple():
+    assert data.DATASETS == ("digits-dvs", "dvsgesture", "cifar10dvs", "cifar10", "cifar100", "imagenet")
+    assert math.isclose(EventAugment().translate * 128, 5.0)
