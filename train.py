@@ -332,7 +332,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss became NaN or infinite; raised before the step updates any weight."""
 
 
 class StopFlag:
