@@ -45,7 +45,7 @@ from torch import nn
 def sigmoid_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
     """Chain rule through the sigmoid surrogate: ``grad * alpha * s * (1 - s)``, ``s = sigmoid(alpha x)``.
 
-    The paper's choice (section 4.1, alpha = 4); ``x = H - v_threshold``.
+    The paper's choice (alpha = 4, MODELS.md "LIF"); ``x = H - v_threshold``.
     """
     s = torch.sigmoid(alpha * x)
     return grad * alpha * s * (1 - s)
