@@ -311,7 +311,32 @@ def tokens_conv(conv: nn.Conv1d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.T
     return unfold(bn(conv(fold(x))), x.shape[0])
 
 
-class SSA(nn.Module):
+class SpikeAttention(nn.Module):
+    """What SSA and token QK attention share: ``LIF`` on the input, then for each named projection
+    (``q``, ``k``, ``v``) ``Conv1d 1x1 (no bias) -> BN1d -> LIF`` over the N = H*W tokens, an attention
+    LIF with threshold 0.5, and the output ``Conv1d 1x1 (bias) -> BN1d``."""
+
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, projections: str) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim, self.num_heads = dim, num_heads
+        self.x_lif = neuron()
+        for name in projections:
+            setattr(self, f"{name}_conv", nn.Conv1d(dim, dim, 1, bias=False))
+            setattr(self, f"{name}_bn", nn.BatchNorm1d(dim))
+            setattr(self, f"{name}_lif", neuron())
+        self.attn_lif = neuron(v_threshold=0.5)
+        self.proj_conv = nn.Conv1d(dim, dim, 1)
+        self.proj_bn = nn.BatchNorm1d(dim)
+
+    def project(self, name: str, s: torch.Tensor) -> torch.Tensor:
+        """Spikes ``[T, B, C, N]`` of projection ``name`` (q, k or v)."""
+        conv, bn, lif = (getattr(self, f"{name}_{part}") for part in ("conv", "bn", "lif"))
+        return lif(tokens_conv(conv, bn, s))
+
+
+class SSA(SpikeAttention):
     """Spiking self-attention (Spikformer's SSA; the paper's stage-3 mixer), optionally followed by
     a DWC-5 (the "SSA+DWC" mixer of Table 7).
 
@@ -322,18 +347,7 @@ class SSA(nn.Module):
     scale = 0.125
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, dwc: bool = False) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
-        self.dim, self.num_heads = dim, num_heads
-        self.x_lif = neuron()
-        for name in "qkv":
-            setattr(self, f"{name}_conv", nn.Conv1d(dim, dim, 1, bias=False))
-            setattr(self, f"{name}_bn", nn.BatchNorm1d(dim))
-            setattr(self, f"{name}_lif", neuron())
-        self.attn_lif = neuron(v_threshold=0.5)
-        self.proj_conv = nn.Conv1d(dim, dim, 1)
-        self.proj_bn = nn.BatchNorm1d(dim)
+        super().__init__(dim, num_heads, neuron, "qkv")
         if dwc:
             self.dwc_neuron = neuron()
             self.dwc = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim)
@@ -353,8 +367,7 @@ class SSA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
         s = self.x_lif(x).flatten(3)                                           # [T, B, C, N]
-        q, k, v = (self.heads(getattr(self, f"{n}_lif")(tokens_conv(getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn"), s)))
-                   for n in "qkv")
+        q, k, v = (self.heads(self.project(name, s)) for name in "qkv")       # [T, B, h, N, C/h]
         y = self.attention(q, k, v).transpose(3, 4).reshape(T, B, C, H * W)  # heads back to channels
         y = tokens_conv(self.proj_conv, self.proj_bn, self.attn_lif(y)).reshape(T, B, C, H, W)
         if self.dwc is not None:  # SSA+DWC: a depth-wise 5x5 restores high frequencies (Table 7)
@@ -362,30 +375,18 @@ class SSA(nn.Module):
         return y + x
 
 
-class TokenQK(nn.Module):
+class TokenQK(SpikeAttention):
     """Token QK attention (QKFormer; MS-QKFormer's early-stage mixer): ``LIF`` on the input; q, k
     each ``Conv1d 1x1 -> BN1d -> LIF``; per head, q summed over the head's channels goes through
     ``LIF (threshold 0.5)`` to give a binary token mask; ``x = mask * k``; ``Conv1d -> BN1d``; plus input."""
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
-        self.dim, self.num_heads = dim, num_heads
-        self.x_lif = neuron()
-        for name in "qk":
-            setattr(self, f"{name}_conv", nn.Conv1d(dim, dim, 1, bias=False))
-            setattr(self, f"{name}_bn", nn.BatchNorm1d(dim))
-            setattr(self, f"{name}_lif", neuron())
-        self.attn_lif = neuron(v_threshold=0.5)
-        self.proj_conv = nn.Conv1d(dim, dim, 1)
-        self.proj_bn = nn.BatchNorm1d(dim)
+        super().__init__(dim, num_heads, neuron, "qk")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
         s = self.x_lif(x).flatten(3)                                                  # [T, B, C, N]
-        q = self.q_lif(tokens_conv(self.q_conv, self.q_bn, s)).unflatten(2, (self.num_heads, -1))
-        k = self.k_lif(tokens_conv(self.k_conv, self.k_bn, s)).unflatten(2, (self.num_heads, -1))
+        q, k = (self.project(name, s).unflatten(2, (self.num_heads, -1)) for name in "qk")  # [T, B, h, C/h, N]
         mask = self.attn_lif(q.sum(dim=3, keepdim=True))                              # [T, B, h, 1, N]
         y = (mask * k).flatten(2, 3)                                                  # [T, B, C, N]
         return tokens_conv(self.proj_conv, self.proj_bn, y).reshape(T, B, C, H, W) + x
@@ -441,7 +442,7 @@ class Block(nn.Module):
 
     def __init__(self, mixer: nn.Module, mlp: MLP) -> None:
         super().__init__()
-        if isinstance(mixer, (SSA, TokenQK)):
+        if isinstance(mixer, SpikeAttention):
             self.attn = mixer
         else:
             self.mixer = mixer

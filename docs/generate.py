@@ -44,6 +44,7 @@ CODE_MAP = [
     ("MS-QKFormer ImageNet stages 2-3", "maxformer.QKEmbedStage", "PatchEmbeddingStage"),
     ("Max-Pool / Avg-Pool token mixer (Table 4)", "maxformer.PoolMixer", "Max_Mixer / Avg_Mixer"),
     ("DWC-k token mixer (section 3.3)", "maxformer.DWC", "Mixer_DWC3 / 5 / 7"),
+    ("shared q/k/v projections of the attention mixers", "maxformer.SpikeAttention", ""),
     ("SSA and SSA+DWC (Table 7)", "maxformer.SSA", "SSA / SSA_dwc"),
     ("Token QK attention (MS-QKFormer)", "maxformer.TokenQK", ""),
     ("token-mixer names for spec strings", "maxformer.make_mixer", ""),
