@@ -150,7 +150,7 @@ def build_parser() -> FlagParser:
                         "else fp16; always fp32 on CPU")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the model")
-    g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--checkpoint-stages", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute each stage's activations in the backward pass to save memory")
     return p
 
@@ -283,7 +283,7 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
         if value is not None:
             overrides[key] = value
     model = create_model(args.model, spec=args.spec, **overrides)
-    model.checkpoint_stages = args.grad_checkpointing
+    model.checkpoint_stages = args.checkpoint_stages
     return model
 
 
