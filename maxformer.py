@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -146,60 +147,36 @@ class EmbedOrig(nn.Module):
         return self.embed1(s) + self.embed2(s)
 
 
-class EmbedOrigLater(nn.Module):
-    """``Embed_Orig_later``: Embed-Orig for stages >= 2, downsampling with a stride-2 conv."""
+class TwoStepEmbed(nn.Module):
+    """The stage-2/3 patch embeddings: ``LIF -> Unit -> LIF -> Unit`` on the main path plus a 1x1
+    ``Unit`` shortcut, both reading the first LIF's spikes; stride 2. The variants differ only in
+    where they downsample (``where``) and in the authors' key names for the three units (``names``):
+
+    - ``conv`` (``Embed_Orig_later``, Embed-Orig in stages >= 2): the second conv and the shortcut have stride 2;
+    - ``first`` (``Embed_Max`` / ``Embed_Avg``, the paper's Embed-Max, section 3.2): a 3x3/2 max- or
+      avg-pool after the first conv and on the shortcut;
+    - ``second`` (``Embed_1Max``, MS-QKFormer): a 3x3/2 max-pool after the second conv; stride-2 shortcut.
+    """
 
     stride = 2
 
-    def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
+    def __init__(self, cin: int, dim: int, neuron: NeuronSpec, names: tuple[str, str, str],
+                 where: str, pool: str = "max") -> None:
         super().__init__()
+        if where not in ("conv", "first", "second"):
+            raise ValueError(f"where must be 'conv', 'first' or 'second', got {where!r}")
+        self.names = names
+        first_pool = pool if where == "first" else None
         self.lif1 = neuron()
-        self.embed1 = Unit(cin, dim, 3)
+        setattr(self, names[0], Unit(cin, dim, 3, pool=first_pool))
         self.lif2 = neuron()
-        self.embed2 = Unit(dim, dim, 3, 2)
-        self.embed3 = Unit(cin, dim, 1, 2)
+        setattr(self, names[1], Unit(dim, dim, 3, 2 if where == "conv" else 1, pool=pool if where == "second" else None))
+        setattr(self, names[2], Unit(cin, dim, 1, 1 if where == "first" else 2, pool=first_pool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second, shortcut = (getattr(self, name) for name in self.names)
         s = self.lif1(x)
-        return self.embed2(self.lif2(self.embed1(s))) + self.embed3(s)
-
-
-class EmbedPool(nn.Module):
-    """``Embed_Max`` / ``Embed_Avg`` (the paper's Embed-Max, section 3.2): a 3x3/2 pool after the
-    first conv of the main path and on the 1x1 shortcut, both reading the first LIF's spikes."""
-
-    stride = 2
-
-    def __init__(self, cin: int, dim: int, neuron: NeuronSpec, pool: str = "max") -> None:
-        super().__init__()
-        self.lif1 = neuron()
-        self.max_embed1 = Unit(cin, dim, 3, pool=pool)
-        self.lif2 = neuron()
-        self.embed1 = Unit(dim, dim, 3)
-        self.max_embed2 = Unit(cin, dim, 1, pool=pool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif1(x)
-        return self.embed1(self.lif2(self.max_embed1(s))) + self.max_embed2(s)
-
-
-class Embed1Max(nn.Module):
-    """``Embed_1Max`` (MS-QKFormer's CIFAR/event stages): one max-pool, after the second conv;
-    the 1x1 shortcut downsamples by stride 2."""
-
-    stride = 2
-
-    def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
-        super().__init__()
-        self.lif1 = neuron()
-        self.embed1 = Unit(cin, dim, 3)
-        self.lif2 = neuron()
-        self.max_embed1 = Unit(dim, dim, 3, pool="max")
-        self.embed2 = Unit(cin, dim, 1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif1(x)
-        return self.max_embed1(self.lif2(self.embed1(s))) + self.embed2(s)
+        return second(self.lif2(first(s))) + shortcut(s)
 
 
 class EmbedMaxPlus(nn.Module):
@@ -297,10 +274,10 @@ class QKEmbedStage(nn.Module):
 # name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
 EMBEDDINGS: dict[str, Callable[..., nn.Module]] = {
     "orig": EmbedOrig,
-    "orig_later": EmbedOrigLater,
-    "max": EmbedPool,
-    "avg": lambda cin, dim, neuron: EmbedPool(cin, dim, neuron, pool="avg"),
-    "1max": Embed1Max,
+    "orig_later": partial(TwoStepEmbed, names=("embed1", "embed2", "embed3"), where="conv"),
+    "max": partial(TwoStepEmbed, names=("max_embed1", "embed1", "max_embed2"), where="first", pool="max"),
+    "avg": partial(TwoStepEmbed, names=("max_embed1", "embed1", "max_embed2"), where="first", pool="avg"),
+    "1max": partial(TwoStepEmbed, names=("embed1", "max_embed1", "embed2"), where="second", pool="max"),
     "max_plus": EmbedMaxPlus,
     "orig_imagenet": EmbedOrigImageNet,
     "qk_init": QKEmbedInit,

@@ -1,5 +1,5 @@
 """The documentation cannot go stale: generated parts are regenerated and compared, and every
-```python block in docs/ runs (blocks of one page share one namespace, in order, like a notebook)."""
+```python block in README.md and docs/ runs (blocks of one page share one namespace, in order, like a notebook)."""
 import re
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if "```python" in p.read_text())
+PAGES = sorted(p for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] if "```python" in p.read_text())
 
 
 def test_generated_docs_are_current():

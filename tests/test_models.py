@@ -181,7 +181,8 @@ def test_spec_string_builds_ablation_variants():
     from_spec = create_model("max_former_cifar100", spec="embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2")
     assert [v.shape for v in official.state_dict().values()] == [v.shape for v in from_spec.state_dict().values()]
     avg = create_model("max_former_cifar100", spec="embed=orig,orig,orig mixer=avg,avg,avg")
-    assert isinstance(avg.patch_embed2, maxformer.EmbedOrigLater)
+    assert isinstance(avg.patch_embed2, maxformer.TwoStepEmbed) and avg.patch_embed2.names[1] == "embed2"
+    assert avg.patch_embed2.embed2.embed_conv.stride == (2, 2)
     assert isinstance(avg.stage1[0].mixer, maxformer.PoolMixer)
     narrow = create_model("max_former_cifar10", width=192)
     assert narrow.cfg.dims == (48, 96, 192) and narrow.head.in_features == 192
