@@ -469,7 +469,7 @@ class SpikingNet(nn.Module):
     """What Max-Former and Max-ResNet share: T, the stage loop with optional activation
     checkpointing per stage (``checkpoint_stages``, for T=16 event training), and BN folding."""
 
-    cfg: "MaxFormerConfig | MaxResNetConfig"
+    cfg: NetConfig
     checkpoint_stages: bool = False
 
     @property
@@ -512,7 +512,21 @@ def fold_bn_into_conv(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.Batch
 
 
 @dataclass
-class MaxFormerConfig:
+class NetConfig:
+    """What every model's config has: input, classes, time steps, and the neuron of every layer
+    (``neuron``: ``lif``, ``if`` or ``relu`` for the ANN twin; ``neuron_backend``: see neurons.py)."""
+
+    in_channels: int = 3
+    num_classes: int = 10
+    img_size: int = 32
+    T: int = 4
+    neuron: str = "lif"
+    tau: float = 2.0
+    neuron_backend: str = "auto"
+
+
+@dataclass
+class MaxFormerConfig(NetConfig):
     """A hierarchical spiking transformer, one entry per stage (Table 1, Tables 4 and 7).
 
     ``embeds[i]`` names stage i's patch embedding (see :data:`EMBEDDINGS`; ``orig`` in a later
@@ -525,13 +539,6 @@ class MaxFormerConfig:
     mixers: tuple[str, ...] = ("id", "dwc3", "ssa")
     mlp_ratio: float = 4.0
     num_heads: int = 8
-    in_channels: int = 3
-    num_classes: int = 10
-    img_size: int = 32
-    T: int = 4
-    neuron: str = "lif"
-    tau: float = 2.0
-    neuron_backend: str = "auto"
     init: str = "cifar"
 
 
@@ -646,18 +653,11 @@ class BasicBlock(nn.Module):
 
 
 @dataclass
-class MaxResNetConfig:
+class MaxResNetConfig(NetConfig):
     """Max-ResNet-18: ``layers`` blocks per stage of ``widths`` channels after a 64-channel stem."""
 
     layers: tuple[int, ...] = (3, 3, 2)
     widths: tuple[int, ...] = (128, 256, 512)
-    in_channels: int = 3
-    num_classes: int = 10
-    img_size: int = 32
-    T: int = 4
-    neuron: str = "lif"
-    tau: float = 2.0
-    neuron_backend: str = "auto"
 
 
 class MaxResNet(SpikingNet):
