@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from pathlib import Path
 
-    from spectrum import add_model_args, build_model, load_inputs, write_csv
+    from spectrum import add_model_args, build_model, load_inputs, run_tag, run_title, write_csv
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
@@ -324,12 +324,12 @@ def main(argv: list[str] | None = None) -> None:
         report = estimate_energy(model, batches, model.T, args.e_mac, args.e_ac, progress=True)
     except ValueError as err:  # e.g. an input size the model cannot take
         parser.error(str(err))
-    tag, out = f"{args.model}_{args.dataset}", Path(args.out)
+    tag, out = run_tag(args), Path(args.out)
     write_csv(out / f"{tag}_energy_layers.csv", [vars(l) for l in report.layers])
     write_csv(out / f"{tag}_energy_stages.csv", report.stage_table())
     write_csv(out / f"{tag}_energy_table9.csv", table9(report))
     write_csv(out / f"{tag}_firing_rates.csv", [dict(neuron=n, rate=r) for n, r in report.neuron_rates.items()])
-    text = markdown(report, f"{args.model} on {args.dataset}")
+    text = markdown(report, run_title(args))
     (out / f"{tag}_energy.md").write_text(text)
     print(text)
     print(f"wrote {out}/{tag}_energy_*.csv, {tag}_firing_rates.csv and {tag}_energy.md")

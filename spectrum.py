@@ -538,24 +538,37 @@ def cmd_spatial(args: argparse.Namespace) -> None:
     names = select_layers(model, args.layers)
     layers = spatial_spectra(model, batches, list(dict.fromkeys([*picks.values(), *names])), progress=True)
     by_name = {l.name: l for l in layers}
-    tag = f"{args.model}_{args.dataset}"
+    tag = run_tag(args)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     found = [(label, by_name[n]) for label, n in picks.items() if n in by_name]
     plot_profiles(ax, [l for _, l in found], [f"{label}: {l.name}" for label, l in found])
-    ax.set_title(f"{args.model} on {args.dataset}: Fourier spectra of outputs", fontsize=9)
+    ax.set_title(f"{run_title(args)}: Fourier spectra of outputs", fontsize=9)
     out = Path(args.out)
     save(fig, out / f"{tag}_fig6.png")
     curve = [l for l in layers if l.name in set(names)]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(curve)), 4.5))
     plot_hf_share(ax, curve)
-    ax.set_title(f"{args.model} on {args.dataset}: high-frequency share per layer", fontsize=9)
+    ax.set_title(f"{run_title(args)}: high-frequency share per layer", fontsize=9)
     save(fig, out / f"{tag}_hf_share.png")
     summary, profiles = spectrum_rows(args.model, layers)
     write_csv(out / f"{tag}_spectra.csv", summary)
     write_csv(out / f"{tag}_profiles.csv", profiles)
     for row in summary:
         print(f"{row['layer']:40s} {row['signal']:9s} {row['height']:>3}x{row['width']:<3} hf_share {row['hf_share']:.4f}")
+
+
+def run_tag(args: argparse.Namespace) -> str:
+    """File-name stem ``<model>_<dataset>``, plus the ``--spec`` if one is given, so that an
+    ablation variant never overwrites the files of its base model."""
+    tag = f"{args.model}_{args.dataset}"
+    return f"{tag}_{re.sub(r'[^A-Za-z0-9]+', '-', args.spec).strip('-')}" if args.spec else tag
+
+
+def run_title(args: argparse.Namespace) -> str:
+    """``<model> [spec] on <dataset>`` for figure titles and reports."""
+    spec = f" [{args.spec}]" if args.spec else ""
+    return f"{args.model}{spec} on {args.dataset}"
 
 
 def avg_variant_spec(model: nn.Module) -> str:
@@ -591,8 +604,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         profiles += prof
     left.set_title("high-frequency share per layer", fontsize=9)
     right.set_title("Fourier spectrum of the last probed layer", fontsize=9)
-    fig.suptitle(f"{args.model} vs its variant on {args.dataset} ({args.samples} samples)", fontsize=10)
-    tag, out = f"{args.model}_{args.dataset}", Path(args.out)
+    fig.suptitle(f"{run_title(args)} vs its variant ({args.samples} samples)", fontsize=10)
+    tag, out = run_tag(args), Path(args.out)
     save(fig, out / f"{tag}_compare.png")
     write_csv(out / f"{tag}_compare.csv", rows)
     write_csv(out / f"{tag}_compare_profiles.csv", profiles)

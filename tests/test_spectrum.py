@@ -191,3 +191,15 @@ def test_temporal_and_layers_commands(tmp_path, capsys):
     main(["layers", "--model", "max_former_tiny"])
     out = capsys.readouterr().out
     assert "fig6: max-pool" in out and "stage1.0.mixer" in out
+
+
+def test_run_tag_keeps_variants_apart():
+    """A --spec variant writes files under its own name, never over its base model's."""
+    import argparse
+
+    from spectrum import run_tag, run_title
+    base = argparse.Namespace(model="max_former_tiny", dataset="digits-dvs", spec=None)
+    variant = argparse.Namespace(model="max_former_tiny", dataset="digits-dvs", spec="embed=orig,avg,avg")
+    assert run_tag(base) == "max_former_tiny_digits-dvs"
+    assert run_tag(variant) == "max_former_tiny_digits-dvs_embed-orig-avg-avg"
+    assert run_title(variant) == "max_former_tiny [embed=orig,avg,avg] on digits-dvs"
