@@ -365,7 +365,8 @@ def neuron_sequence(x: torch.Tensor, d: Dynamics, backend: str = "auto") -> torc
     backend = pick_backend(x, backend)
     if backend == "torch":
         return reference_sequence(x, d)
-    return FusedSequence.apply(x.contiguous(), d, backend)
+    # Elementwise in space, so every layer runs as [T, N]: one shape family, one compile per T and d.
+    return FusedSequence.apply(x.contiguous().reshape(x.shape[0], -1), d, backend).view(x.shape)
 
 
 def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
