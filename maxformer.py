@@ -57,8 +57,7 @@ class NeuronSpec:
     backend: str = "auto"
 
     def __call__(self, v_threshold: float = 1.0) -> nn.Module:
-        extra = {} if self.backend == "auto" else {"backend": self.backend}
-        return make_neuron(self.kind, v_threshold=v_threshold, tau=self.tau, **extra)
+        return make_neuron(self.kind, v_threshold=v_threshold, tau=self.tau, backend=self.backend)
 
 
 class MaxPoolFunction(torch.autograd.Function):

@@ -318,3 +318,12 @@ def test_register_a_new_mixer_and_embedding(monkeypatch):
     assert isinstance(model.stage2[0].mixer, ShiftMixer) and isinstance(model.patch_embed3, ConvEmbed)
     assert model.stride == 4
     check_forward_backward(model, torch.rand(2, 3, 16, 16), 10)
+
+
+def test_neuron_backend_override_reaches_every_neuron():
+    """``neuron_backend=...`` picks the implementation of every LIF (all backends compute the same)."""
+    from neurons import LIF
+    model = create_model("max_former_tiny", neuron_backend="torch")
+    assert {m.backend for m in model.modules() if isinstance(m, LIF)} == {"torch"}
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        create_model("max_former_tiny", neuron_backend="gpu")
