@@ -644,7 +644,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def cifar_transforms(train: bool, augment: bool = True, crop_padding: int = 0):
+def cifar_transforms(train: bool, augment: bool = True, crop_padding: int = 0) -> Callable[[object], Tensor]:
     """The authors' CIFAR recipe (cifar10-100/cifar10.yaml), with torchvision in place of timm.
 
     Train: horizontal flip, RandAugment with 1 op at magnitude 9 (timm 'rand-m9-n1-mstd0.4-inc1';
@@ -662,7 +662,7 @@ def cifar_transforms(train: bool, augment: bool = True, crop_padding: int = 0):
                       + [v2.RandomErasing(p=0.25, value=0)])
 
 
-def imagenet_transforms(train: bool, augment: bool = True, size: int = 224):
+def imagenet_transforms(train: bool, augment: bool = True, size: int = 224) -> Callable[[object], Tensor]:
     """The authors' ImageNet recipe (imagenet/conf/*.yml, aa 'rand-m9-mstd0.5-inc1', reprob 0.25), torchvision-only.
 
     Train: RandomResizedCrop(224, bicubic), horizontal flip, RandAugment with 2 ops (timm's default

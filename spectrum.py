@@ -40,13 +40,20 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from neurons import IF, LIF, Neuron, lif_transfer, membrane
+
+if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from data import DatasetInfo
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +393,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[torch.Tensor], object]:
     return [x for x, _ in loader], info
 
 
-def build_model(args: argparse.Namespace, info, batches: Sequence[torch.Tensor], spec: str | None = None,
+def build_model(args: argparse.Namespace, info: DatasetInfo, batches: Sequence[torch.Tensor], spec: str | None = None,
                 checkpoint: str | None = None) -> nn.Module:
     """The model named by ``--model``, shaped for the dataset (classes, channels, size, T), in eval mode.
 
@@ -439,7 +446,7 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
@@ -447,7 +454,7 @@ def pyplot():
     return plt
 
 
-def save(fig, path: Path) -> None:
+def save(fig: Figure, path: Path) -> None:
     """Write a figure as PNG and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -462,7 +469,7 @@ def _freq_axis(ax) -> None:
     ax.set_xlabel("normalised frequency")
 
 
-def plot_profiles(ax, layers: Sequence[LayerSpectrum], labels: Sequence[str], style: str = "-") -> None:
+def plot_profiles(ax: Axes, layers: Sequence[LayerSpectrum], labels: Sequence[str], style: str = "-") -> None:
     """Relative log amplitude against frequency, one line per layer (the paper's Fig. 6 style)."""
     for layer, label in zip(layers, labels):
         ax.plot(layer.omega.numpy(), layer.rel_log_amp.numpy(), style, marker=".",
@@ -472,7 +479,7 @@ def plot_profiles(ax, layers: Sequence[LayerSpectrum], labels: Sequence[str], st
     ax.legend(fontsize=7)
 
 
-def plot_hf_share(ax, layers: Sequence[LayerSpectrum], label: str = "", marker: str = "o") -> None:
+def plot_hf_share(ax: Axes, layers: Sequence[LayerSpectrum], label: str = "", marker: str = "o") -> None:
     """High-frequency share per layer in call order; spikes and membranes as separate series."""
     for signal, fill in (("spikes", "full"), ("membrane", "none")):
         idx = [i for i, l in enumerate(layers) if l.signal == signal]

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from typing import ContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +40,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from data import DATASETS, DatasetNotFoundError, MixupCutmix, build_datasets
+from data import DATASETS, DatasetInfo, DatasetNotFoundError, MixupCutmix, build_datasets
 from maxformer import create_model, list_models, load_official
 
 CHECKPOINT_FORMAT = "maxformer-train/1"
@@ -245,14 +246,14 @@ def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Data.
 
-def fixed_subset(dataset, limit: int | None):
+def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     """The first `limit` samples of a fixed (seed 0) permutation, so every run sees the same ones."""
     if limit is None or limit >= len(dataset):
         return dataset
     return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].tolist())
 
 
-def build_data(args: argparse.Namespace):
+def build_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, DatasetInfo]:
     kwargs = {} if args.T is None else {"T": args.T}
     try:
         train_set, test_set, info = build_datasets(args.dataset, data_dir=args.data_dir, download=args.download,
@@ -263,7 +264,7 @@ def build_data(args: argparse.Namespace):
     return fixed_subset(train_set, args.limit_train), fixed_subset(test_set, args.limit_test), info
 
 
-def make_loader(dataset, indices: list[int], args: argparse.Namespace, ctx: Context, train: bool,
+def make_loader(dataset: Dataset, indices: list[int], args: argparse.Namespace, ctx: Context, train: bool,
                 seed: int = 0) -> DataLoader:
     """Batches over the given sample indices, in order. Its own generator (seeding the workers, if
     any) leaves the global RNG alone, so a resumed run draws the same random numbers."""
@@ -275,7 +276,7 @@ def make_loader(dataset, indices: list[int], args: argparse.Namespace, ctx: Cont
 # ----------------------------------------------------------------------------------------------
 # Model, optimiser, schedule.
 
-def build_model(args: argparse.Namespace, info) -> nn.Module:
+def build_model(args: argparse.Namespace, info: DatasetInfo) -> nn.Module:
     """The named model sized for the dataset; T from -T, else the event data's frame count."""
     overrides = dict(num_classes=info.num_classes, in_channels=info.in_channels, img_size=info.image_size[0])
     T = args.T if args.T is not None else info.T
@@ -307,7 +308,7 @@ def lr_at(step: int, peak: float, args: argparse.Namespace, steps_per_epoch: int
     return args.min_lr + 0.5 * (peak - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer, peak: float, args, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, peak: float, args: argparse.Namespace, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, peak, args, steps_per_epoch) / peak)
 
 
@@ -383,11 +384,11 @@ class Run:
     best_epoch: int = 0
 
 
-def autocast(dtype: torch.dtype | None):
+def autocast(dtype: torch.dtype | None) -> ContextManager:
     return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
 
 
-def train_one_epoch(run: Run, loader: DataLoader, args, ctx: Context, stop: StopFlag, steps: int) -> dict:
+def train_one_epoch(run: Run, loader: DataLoader, args: argparse.Namespace, ctx: Context, stop: StopFlag, steps: int) -> dict:
     """Train from step `run.step` to the end of epoch `run.epoch`; returns mean loss and accuracy."""
     run.model.train()
     use_mixup = run.mixup is not None and (args.mixup_off_epoch == 0 or run.epoch < args.mixup_off_epoch)
@@ -561,7 +562,7 @@ def stopped(out: Path, run: Run, ctx: Context) -> None:
     raise SystemExit(EXIT_INTERRUPTED)
 
 
-def finish_epoch(run: Run, args, out: Path, ctx: Context, metrics: dict, started: float) -> None:
+def finish_epoch(run: Run, args: argparse.Namespace, out: Path, ctx: Context, metrics: dict, started: float) -> None:
     """Count the epoch, track the best top-1, and (rank 0) save checkpoints and a CSV row."""
     run.epoch, run.step = run.epoch + 1, 0
     improved = metrics["test_acc1"] > run.best_acc1
@@ -580,7 +581,8 @@ def finish_epoch(run: Run, args, out: Path, ctx: Context, metrics: dict, started
                f"{row['seconds']:.1f}s")
 
 
-def train(args, ctx: Context, net: nn.Module, model: nn.Module, train_set, test_loader: DataLoader, info,
+def train(args: argparse.Namespace, ctx: Context, net: nn.Module, model: nn.Module, train_set: Dataset,
+          test_loader: DataLoader, info: DatasetInfo,
           dtype: torch.dtype | None) -> dict:
     """The epoch loop; returns the best-over-epochs and the final test top-1."""
     sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=args.seed,
