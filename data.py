@@ -720,6 +720,21 @@ def _build_imagenet(data_dir: Path, augment: bool):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _event_splits(name: str, root: Path, cache_root: Path, download: bool, seed: int, label_order: str,
+                  digits_config: DigitsDVSConfig):
+    """``({split: (samples, source files)}, (H, W), classes)`` of an event dataset, before integration."""
+    if name == "digits-dvs":
+        return _find_digits(cache_root, seed, digits_config), (digits_config.canvas,) * 2, 10
+    if name == "dvsgesture":
+        if label_order not in ("ibm", "spikingjelly"):
+            raise ValueError(f"label_order must be 'ibm' or 'spikingjelly', got {label_order!r}")
+        label_map = SPIKINGJELLY_GESTURE_TARGET if label_order == "spikingjelly" else tuple(range(11))
+        return _find_gesture(root, download, label_map), DVS_SIZE, 11
+    if name == "cifar10dvs":
+        return _find_cifar10dvs(root, download), DVS_SIZE, 10
+    raise ValueError(f"{name!r} is not an event dataset; use digits-dvs, dvsgesture or cifar10dvs")
+
+
 def build_datasets(name: str, data_dir: str | None = None, T: int | None = None, download: bool = False,
                    augment: bool = True, cache_dir: str | None = None, *, seed: int = 0,
                    label_order: str = "ibm", cifar_crop_padding: int = 0,
@@ -743,16 +758,7 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
     if T < 1:
         raise ValueError(f"T must be a positive number of frames, got {T}")
     cache_root = Path(cache_dir).expanduser() if cache_dir else root / "cache"
-    if name == "digits-dvs":
-        splits, size = _find_digits(cache_root, seed, digits_config), (digits_config.canvas,) * 2
-        num_classes = 10
-    elif name == "dvsgesture":
-        if label_order not in ("ibm", "spikingjelly"):
-            raise ValueError(f"label_order must be 'ibm' or 'spikingjelly', got {label_order!r}")
-        label_map = SPIKINGJELLY_GESTURE_TARGET if label_order == "spikingjelly" else tuple(range(11))
-        splits, size, num_classes = _find_gesture(root, download, label_map), DVS_SIZE, 11
-    else:
-        splits, size, num_classes = _find_cifar10dvs(root, download), DVS_SIZE, 10
+    splits, size, num_classes = _event_splits(name, root, cache_root, download, seed, label_order, digits_config)
     out = []
     for split, (samples, sources) in splits.items():
         files = cache_frames(samples, sources, name, split, T, size, cache_root)
@@ -769,14 +775,7 @@ def event_samples(name: str, data_dir: str | None = None, split: str = "train", 
                   seed: int = 0) -> tuple[list[EventSample], tuple[int, int]]:
     """The raw event samples of one split of an event dataset, and the sensor size ``(H, W)``."""
     root = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
-    if name == "digits-dvs":
-        splits, size = _find_digits(root / "cache", seed, DigitsDVSConfig()), (DigitsDVSConfig.canvas,) * 2
-    elif name == "dvsgesture":
-        splits, size = _find_gesture(root, download, tuple(range(11))), DVS_SIZE
-    elif name == "cifar10dvs":
-        splits, size = _find_cifar10dvs(root, download), DVS_SIZE
-    else:
-        raise ValueError(f"'show' needs an event dataset (digits-dvs, dvsgesture, cifar10dvs), got {name!r}")
+    splits, size, _ = _event_splits(name, root, root / "cache", download, seed, "ibm", DigitsDVSConfig())
     return splits[split][0], size
 
 

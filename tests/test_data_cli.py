@@ -36,7 +36,7 @@ def test_show_index_and_errors(gesture_dir, tmp_path, capsys):
     assert "--index [5] outside the train split's 0..1" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cifar10dvs: dataset not found"):
         data.main(["show", "cifar10dvs", "--data-dir", str(tmp_path / "empty")])
-    with pytest.raises(ValueError, match="'show' needs an event dataset"):
+    with pytest.raises(ValueError, match="'cifar10' is not an event dataset"):
         data.event_samples("cifar10")
 
 
