@@ -69,6 +69,12 @@ class DatasetInfo:
     T: int | None  # event datasets: frames per sample; static datasets: None
     is_event: bool
 
+    def model_overrides(self) -> dict[str, int]:
+        """``maxformer.create_model`` overrides that size a model for this data (classes, channels,
+        resolution, and T for event data)."""
+        sized = dict(num_classes=self.num_classes, in_channels=self.in_channels, img_size=self.image_size[0])
+        return sized if self.T is None else {**sized, "T": self.T}
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is missing or incomplete; the message says what was expected where and how to get it."""

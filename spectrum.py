@@ -401,10 +401,9 @@ def build_model(args: argparse.Namespace, info: DatasetInfo, batches: Sequence[t
     are calibrated on ``batches`` (:func:`calibrate_batchnorm`).
     """
     import maxformer
-    overrides = dict(num_classes=info.num_classes, in_channels=info.in_channels, img_size=info.image_size[0])
-    T = info.T if info.is_event else args.T
-    if T is not None:
-        overrides["T"] = T
+    overrides = info.model_overrides()
+    if not info.is_event and args.T is not None:  # event frames carry their own T
+        overrides["T"] = args.T
     torch.manual_seed(args.seed)
     try:
         model = maxformer.create_model(args.model, spec=spec, **overrides)

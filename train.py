@@ -278,9 +278,8 @@ def make_loader(dataset: Dataset, indices: list[int], args: argparse.Namespace, 
 
 def build_model(args: argparse.Namespace, info: DatasetInfo) -> nn.Module:
     """The named model sized for the dataset; T from -T, else the event data's frame count."""
-    overrides = dict(num_classes=info.num_classes, in_channels=info.in_channels, img_size=info.image_size[0])
-    T = args.T if args.T is not None else info.T
-    for key, value in (("T", T), ("neuron", args.neuron), ("neuron_backend", args.neuron_backend)):
+    overrides = info.model_overrides()
+    for key, value in (("T", args.T), ("neuron", args.neuron), ("neuron_backend", args.neuron_backend)):
         if value is not None:
             overrides[key] = value
     model = create_model(args.model, spec=args.spec, **overrides)
