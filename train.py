@@ -651,12 +651,15 @@ def main(argv: list[str] | None = None) -> dict:
             model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         dtype = autocast_dtype(args.precision, ctx.device)
         test_loader = make_loader(test_set, list(range(ctx.rank, len(test_set), ctx.world)), args, ctx, False)
-        if not args.eval_only:
-            return train(args, ctx, net, model, train_set, test_loader, info, dtype)
-        metrics = evaluate(model, test_loader, ctx, dtype, StopFlag())
-        if ctx.is_main:
-            print(f"{args.checkpoint}: test top-1 {metrics['test_acc1']:.2f}%, top-5 {metrics['test_acc5']:.2f}%, "
-                  f"loss {metrics['test_loss']:.4f} on {len(test_set)} samples")
+        if args.eval_only:
+            metrics = evaluate(model, test_loader, ctx, dtype, StopFlag())
+            if ctx.is_main:
+                print(f"{args.checkpoint}: test top-1 {metrics['test_acc1']:.2f}%, top-5 {metrics['test_acc5']:.2f}%, "
+                      f"loss {metrics['test_loss']:.4f} on {len(test_set)} samples")
+        else:
+            metrics = train(args, ctx, net, model, train_set, test_loader, info, dtype)
+        if ctx.world > 1:  # no rank tears the group down while another still writes (gloo aborts then)
+            dist.barrier()
         return metrics
     finally:
         if ctx.world > 1:
