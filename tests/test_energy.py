@@ -217,11 +217,6 @@ def test_table9_rows_add_up(tiny):
 
 # ------------------------------------------------------------------ command line, offline default
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory) -> str:
-    """One digits-dvs folder per test session (test_spectrum.py uses the same), simulated once."""
-    return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
-
 
 def test_command_line_writes_tables(digits_dir, tmp_path, capsys):
     import csv

@@ -148,11 +148,6 @@ def test_rate_response_of_a_neuron_without_membrane_equation():
 
 # ------------------------------------------------------------------ command line, offline default
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory) -> str:
-    """One digits-dvs folder per test session (test_energy.py uses the same), simulated once."""
-    return str(tmp_path_factory.getbasetemp() / "digits-dvs-data")
-
 
 def read_csv(path) -> list[dict]:
     import csv

@@ -29,14 +29,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    from data import build_datasets
-
-    folder = tmp_path_factory.mktemp("data")
-    build_datasets("digits-dvs", data_dir=str(folder))
-    return folder
-
 
 def tiny(data_dir: Path, out: Path, *flags: str) -> list[str]:
     return ["--data-dir", str(data_dir), "--output", str(out), "--limit-train", "32", "--limit-test", "16",
