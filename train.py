@@ -2,210 +2,212 @@
 
     python train.py                                        # offline default: digits-dvs, ~3 min on a CPU
     python train.py --config configs/cifar10.yaml --data-dir ~/data
+    python train.py --config configs/cifar10.yaml --print-recipe --steps-per-epoch 390
     torchrun --nproc_per_node 8 train.py --config configs/imagenet_10_768_t4.yaml --data-dir ~/imagenet
     python train.py --resume runs/<run>/last.pth           # continue exactly where a run stopped
-    python train.py --eval-only --checkpoint best.pth      # ours, or the authors' released weights
+    python train.py --eval-only --checkpoint best.pth      # ours; the authors' files also need --model
 
-Reads top to bottom: flags, distributed set-up, data, model and optimiser, learning-rate schedule,
-one training epoch, evaluation, checkpoints, and `main`, which ties them together. The loss is
-soft-target cross-entropy (label smoothing, and mixup/cutmix until `--mixup-off-epoch`), the
-optimiser AdamW without weight decay on biases and norms, the schedule a per-step cosine with
-linear warm-up and a constant cool-down at `--min-lr`.
+Reads top to bottom: the settings (`Config`, from flags and YAML), distributed set-up, data, model
+and optimiser, the learning-rate schedule, one training epoch, evaluation, and `main`, which does
+them in that order. The loss is soft-target cross-entropy (label smoothing, and mixup/cutmix until
+`--mixup-off-epoch`), the optimiser AdamW without weight decay on biases and norms.
 
-Every epoch, rank 0 writes `last.pth` (atomically; model, optimiser, scheduler, grad scaler, epoch,
-RNG states, best accuracy), `best.pth` when the test top-1 improves, and one row of `log.csv`.
-Ctrl-C (or SIGTERM) finishes the current step, saves `last.pth` and exits; `--resume` continues
-bit-for-bit on CPU with a fixed seed (mid-epoch too when `--workers 0`).
+A run folder (checkpoints.py) holds config.yaml, recipe.json, last.pth and best.pth (each with the
+model's config and the run's resolved settings), log.csv, TensorBoard scalars and curves.png. Ctrl-C
+(or SIGTERM) finishes the current step, saves last.pth and exits; `--resume` restores the run's
+settings and continues bit-for-bit on CPU (mid-epoch too when `--workers 0`). A NaN or infinity in
+the loss, gradient norm, weights or BatchNorm statistics stops the run before anything is saved.
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import difflib
+import json
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
-from typing import ContextManager
-from dataclasses import dataclass
+from contextlib import ExitStack, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import ContextManager, NoReturn
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
+from checkpoints import (CSV_COLUMNS, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
+                         StopFlag, check_writable, claim_folder, count, default_run_name, flag_parser, folder_lock, is_ours,
+                         new_run_folder, non_negative, nonfinite, parse_flags, positive, positive_int, probability,
+                         read_checkpoint, restore_settings, rng_state, save_checkpoint, scalar_writer, set_rng_state,
+                         setting, to_yaml, write_curves, write_log, write_text)
 from data import DATASETS, DatasetInfo, DatasetNotFoundError, MixupCutmix, build_datasets
-from maxformer import create_model, list_models, load_official
+from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
+from neurons import BACKENDS, Neuron
 
-CHECKPOINT_FORMAT = "maxformer-train/1"
-CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
 EXIT_INTERRUPTED = 130
+SCHEDULES = ("step-cosine",)
+AUG_POLICIES: tuple[str, ...] = ()
+EVENT_CUTMIX = ("spatial",)
 
 
 # ----------------------------------------------------------------------------------------------
-# Flags. Defaults train the offline default (digits-dvs, max_former_tiny) on a laptop CPU.
+# Settings: one typed record, read from flags and a YAML file. Defaults train the offline default
+# (digits-dvs, max_former_tiny) on a laptop CPU. Flag names are the field names with dashes.
 
-class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser whose 'unrecognized arguments' error also lists the valid flags."""
-
-    def error(self, message: str):
-        if message.startswith("unrecognized arguments"):
-            message += "\nvalid flags: " + " ".join(valid_flags(self))
-        super().error(message)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except None: those flags' help says what happens when unset."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
+def model_name(text: str) -> str:
+    if text not in list_models():
+        close = difflib.get_close_matches(text, list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}{hint} (all names: train.py --help)")
+    return text
 
 
-def build_parser() -> FlagParser:
-    p = FlagParser(description=__doc__.split("\n\n")[0], allow_abbrev=False, formatter_class=HelpFormatter)
-    p.add_argument("--config", metavar="FILE.yaml",
-                   help="YAML file whose keys are these flags without the leading dashes "
-                        "(e.g. 'batch-size: 64', 'T: 4'); flags given on the command line override it; "
-                        "configs/ holds the paper's settings")
-
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="max_former_tiny", choices=list_models(), metavar="NAME",
-                   help=f"model to build, one of: {', '.join(list_models())}")
-    g.add_argument("--dataset", default="digits-dvs", choices=DATASETS,
-                   help="dataset; digits-dvs is built offline from scikit-learn's digits")
-    g.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: ./data)")
-    g.add_argument("--cache-dir", metavar="DIR", help="folder for cached event frames (default: <data-dir>/cache)")
-    g.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
-                   help="download the dataset if it is missing and its licence allows it")
-    g.add_argument("--spec", metavar="'key=value ...'",
-                   help="architecture overrides for ablations, e.g. 'embed=orig,max,max mixer=id,dwc3,ssa' "
-                        "(keys: see maxformer.parse_spec)")
-    g.add_argument("-T", type=int, metavar="STEPS",
-                   help="time steps; default: the dataset's frame count for event data, else the model's")
-    g.add_argument("--neuron", choices=("lif", "if", "relu"),
-                   help="neuron kind (relu: the non-spiking twin); default: the model's")
-    g.add_argument("--neuron-backend", help="neuron implementation passed to the model; default: the model's")
-    g.add_argument("--label-order", choices=("ibm", "spikingjelly"), default="ibm",
-                   help="DVS128 Gesture class numbering; spikingjelly matches the authors' released checkpoint")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="the dataset's training augmentation (flips, crops, ...; see data.py)")
-    g.add_argument("--limit-train", type=int, metavar="N",
-                   help="train on a fixed random subset of N training samples (quick checks, tests)")
-    g.add_argument("--limit-test", type=int, metavar="N",
-                   help="evaluate on a fixed random subset of N test samples (quick checks, tests)")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes per rank")
-
-    g = p.add_argument_group("optimisation (AdamW)")
-    g.add_argument("--epochs", type=int, default=10, help="epochs to train, cool-down included")
-    g.add_argument("--batch-size", type=int, default=32, help="batch size per process")
-    g.add_argument("--lr", type=float, default=5e-3, help="peak learning rate")
-    g.add_argument("--lr-base", type=float, metavar="LR",
-                   help="if set, the peak learning rate is LR x global batch / 256 (the paper's ImageNet "
-                        "rule) and --lr is not used")
-    g.add_argument("--weight-decay", type=float, default=0.01,
-                   help="AdamW weight decay (not applied to biases and norm parameters)")
-    g.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM (default: off)")
-
-    g = p.add_argument_group("learning-rate schedule (per step)")
-    g.add_argument("--warmup-epochs", type=float, default=0.3,
-                   help="linear warm-up from --warmup-lr to the peak over this many epochs (may be fractional)")
-    g.add_argument("--warmup-lr", type=float, default=1e-6, help="learning rate at the first step")
-    g.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine")
-    g.add_argument("--cooldown-epochs", type=int, default=0,
-                   help="last epochs held at --min-lr after the cosine ends")
-
-    g = p.add_argument_group("regularisation")
-    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    g.add_argument("--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", type=float, default=0.5,
-                   help="probability of cutmix instead of mixup when both are on")
-    g.add_argument("--mixup-off-epoch", type=int, default=0,
-                   help="switch mixup/cutmix off after this many epochs (0: never)")
-
-    g = p.add_argument_group("run")
-    g.add_argument("--output", metavar="DIR", help="run folder for checkpoints and log.csv "
-                                    "(default: runs/<dataset>-<model>-<time>, or the --resume file's folder)")
-    g.add_argument("--resume", metavar="PATH", help="continue training from one of our last.pth/best.pth")
-    g.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the test set and exit")
-    g.add_argument("--checkpoint", metavar="PATH",
-                   help="weights for --eval-only: one of our checkpoints or the authors' released file")
-    g.add_argument("--allow-pickle", action="store_true",
-                   help="let --checkpoint unpickle arbitrary objects (some released files need it); "
-                        "only for files you trust")
-    g.add_argument("--seed", type=int, default=0, help="random seed (rank r uses seed + r)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA if available, else CPU")
-    g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
-                   help="autocast dtype on CUDA (fp16 uses a grad scaler); auto: bf16 where supported, "
-                        "else fp16; always fp32 on CPU")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="torch.compile the model")
-    g.add_argument("--checkpoint-stages", action=argparse.BooleanOptionalAction, default=False,
-                   help="recompute each stage's activations in the backward pass to save memory")
-    return p
-
-
-def valid_flags(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted(s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help"))
-
-
-def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Config-file key -> flag: the flag's first spelling without dashes ('batch-size', 'T', 'compile')."""
-    return {a.option_strings[0].lstrip("-"): a for a in parser._actions
-            if a.option_strings and a.dest not in ("help", "config")}
-
-
-def config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
-    """Turn a YAML config into command-line tokens, so that later flags override it."""
+def spec_string(text: str) -> str:
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        parser.error(f"cannot read --config {path}: {e.strerror}")
-    if not isinstance(cfg, dict):
-        parser.error(f"--config {path} must be a mapping of flag names to values")
-    keys = config_keys(parser)
-    argv = []
-    for key, value in cfg.items():
-        name = str(key).replace("_", "-") if str(key) not in keys else str(key)
-        if name not in keys:
-            parser.error(f"unknown key {key!r} in {path}; valid keys: {', '.join(sorted(keys))}")
-        flag = keys[name].option_strings[0]
-        if value is None:
-            continue
-        if isinstance(keys[name], argparse.BooleanOptionalAction):
-            argv.append(flag if value else "--no-" + name)
-        elif keys[name].nargs == 0:
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)]
-    return argv
+        parse_spec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Config:
+    config: str | None = setting(None, "YAML file whose keys are these flags without the leading dashes "
+                                 "(e.g. 'batch-size: 64', 'T: 4'); flags on the command line override it; "
+                                 "configs/ holds the paper's settings", metavar="FILE.yaml")
+    # model and data
+    model: str = setting("max_former_tiny", f"model to build, one of: {', '.join(list_models())}",
+                         type=model_name, metavar="NAME")
+    dataset: str = setting("digits-dvs", "dataset; digits-dvs is built offline from scikit-learn's digits",
+                           choices=DATASETS)
+    data_dir: str | None = setting(None, "folder holding the dataset (default: ./data)", metavar="DIR")
+    cache_dir: str | None = setting(None, "folder for cached event frames (default: <data-dir>/cache)",
+                                    metavar="DIR")
+    download: bool = setting(False, "download the dataset if it is missing and its licence allows it")
+    spec: str | None = setting(None, "architecture overrides for ablations, e.g. 'embed=orig,max,max "
+                               "mixer=id,dwc3,ssa' (keys: see maxformer.parse_spec)", type=spec_string,
+                               metavar="'key=value ...'")
+    T: int | None = setting(None, "time steps; default: the dataset's frame count for event data, else the "
+                            "model's", names=("-T",), type=positive_int, metavar="STEPS")
+    neuron: str | None = setting(None, "neuron kind (relu: the non-spiking twin); default: the model's",
+                                 choices=("lif", "if", "relu"))
+    neuron_backend: str | None = setting(None, "neuron implementation (same function, different speed); "
+                                         "default: the model's", choices=BACKENDS)
+    label_order: str = setting("ibm", "DVS128 Gesture class numbering; spikingjelly matches the authors' "
+                               "released checkpoint", choices=("ibm", "spikingjelly"))
+    augment: bool = setting(False, "the dataset's training augmentation (flips, crops, ...; see data.py)")
+    aug_policy: str | None = setting(None, "RandAugment policy of the training images, by name; default: none",
+                                     choices=AUG_POLICIES)
+    limit_train: int | None = setting(None, "train on a fixed random subset of N training samples (quick "
+                                      "checks, tests)", type=positive_int, metavar="N")
+    limit_test: int | None = setting(None, "evaluate on a fixed random subset of N test samples (quick checks, "
+                                     "tests)", type=positive_int, metavar="N")
+    workers: int = setting(0, "DataLoader worker processes per rank", type=count)
+    # optimisation (AdamW)
+    epochs: int = setting(10, "epochs to train, cool-down included; on --resume, a larger value extends the "
+                          "run (the schedule is recomputed over the new total)", type=positive_int)
+    batch_size: int = setting(32, "batch size per process", type=positive_int)
+    lr: float = setting(5e-3, "peak learning rate", type=positive)
+    lr_base: float | None = setting(None, "if set, the peak learning rate is LR x global batch / 256 (the "
+                                    "paper's ImageNet rule) and --lr is not used", type=positive, metavar="LR")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and norm parameters)",
+                                  type=non_negative)
+    clip_grad: float | None = setting(None, "clip the gradient norm to NORM (default: off)", type=positive,
+                                      metavar="NORM")
+    # learning-rate schedule
+    schedule: str = setting("step-cosine", "learning-rate schedule (step-cosine: cosine per step)",
+                            choices=SCHEDULES)
+    warmup_epochs: float = setting(0.3, "linear warm-up from --warmup-lr to the peak over this many epochs "
+                                   "(may be fractional)", type=non_negative)
+    warmup_lr: float = setting(1e-6, "learning rate at the first step", type=non_negative)
+    min_lr: float = setting(1e-5, "learning rate at the end of the cosine", type=non_negative)
+    cooldown_epochs: int = setting(0, "last epochs held at --min-lr after the cosine ends", type=count)
+    steps_per_epoch: int | None = setting(None, "steps per epoch for --print-recipe when the data is not on "
+                                          "disk", type=positive_int, metavar="N")
+    # regularisation
+    smoothing: float = setting(0.1, "label smoothing", type=probability)
+    mixup: float = setting(0.0, "mixup alpha (0: off)", type=non_negative)
+    cutmix: float = setting(0.0, "cutmix alpha (0: off)", type=non_negative)
+    mixup_prob: float = setting(1.0, "probability of mixing a batch", type=probability)
+    mixup_switch_prob: float = setting(0.5, "probability of cutmix instead of mixup when both are on",
+                                       type=probability)
+    mixup_off_epoch: int = setting(0, "switch mixup/cutmix off after this many epochs (0: never)", type=count)
+    event_cutmix: str = setting("spatial", "CutMix on event frames (spatial: one box in every frame)",
+                                choices=EVENT_CUTMIX)
+    random_erasing: float = setting(0.0, "probability of random erasing after mixing (0: off)", type=float,
+                                    choices=(0.0,))
+    # run
+    output: str | None = setting(None, "run folder (default: a new runs/<dataset>-<model>-<time>, or the "
+                                 "--resume file's folder)", names=("--output", "--out"), metavar="DIR")
+    overwrite: bool = setting(False, "let a new run replace the run files already in --output", switch=True)
+    resume: str | None = setting(None, "continue one of our last.pth/best.pth with its recorded settings",
+                                 metavar="PATH")
+    override: bool = setting(False, "with --resume or --eval-only: let flags change the checkpoint's recorded "
+                             "settings", switch=True)
+    eval_only: bool = setting(False, "evaluate --checkpoint on the test set and exit", switch=True)
+    checkpoint: str | None = setting(None, "weights for --eval-only: one of our checkpoints (its model is "
+                                     "rebuilt from it) or the authors' released file (name it with --model)",
+                                     metavar="PATH")
+    allow_pickle: bool = setting(False, "let --checkpoint unpickle arbitrary objects (some released files need "
+                                 "it); only for files you trust", switch=True)
+    print_recipe: bool = setting(False, "print the resolved recipe as JSON and exit, without reading data",
+                                 switch=True)
+    seed: int = setting(0, "random seed (rank r uses seed + r)", type=count)
+    device: str = setting("auto", "auto: CUDA if available, else CPU", choices=("auto", "cpu", "cuda"))
+    precision: str = setting("auto", "autocast dtype on CUDA (fp16 uses a dynamic grad scaler); auto: bf16 "
+                             "where supported, else fp16; always fp32 on CPU", choices=("auto", "bf16", "fp16", "fp32"))
+    eval_precision: str = setting("same", "evaluation dtype: same as training, or fp32",
+                                  choices=("same", "fp32"))
+    deterministic: bool = setting(False, "cuDNN deterministic algorithms, benchmark off")
+    compile: bool = setting(False, "torch.compile the model")
+    checkpoint_stages: bool = setting(False, "recompute each stage's activations in the backward pass to "
+                                      "save memory")
+
+
+GROUPS = {"model": "model and data", "epochs": "optimisation (AdamW)", "schedule": "learning-rate schedule",
+          "smoothing": "regularisation", "output": "run"}
+RUN_ONLY = frozenset({"config", "output", "overwrite", "resume", "override", "eval_only", "checkpoint",
+                      "allow_pickle", "print_recipe", "steps_per_epoch"})
+MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "data_dir", "cache_dir", "download", "compile",
+                                  "checkpoint_stages", "neuron_backend"})
+MODEL_SETTINGS = ("model", "spec", "T", "neuron", "dataset", "label_order")
+
+
+def build_parser(defaults: bool = True) -> FlagParser:
+    return flag_parser(Config, __doc__.split("\n\n")[0], GROUPS, defaults)
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The settings from --config and the command line; bad values exit with status 2 and a message."""
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    config = pre.parse_known_args(argv)[0].config
-    file_argv = config_to_argv(config, parser) if config else []
-    args = parser.parse_args(file_argv + list(argv if argv is not None else sys.argv[1:]))
-    if args.eval_only and not args.checkpoint:
+    cfg = Config(**parse_flags(parser, argv))
+    if cfg.eval_only and not cfg.checkpoint:
         parser.error("--eval-only needs --checkpoint PATH (one of our checkpoints or a released one)")
-    if args.checkpoint and not args.eval_only:
+    if cfg.checkpoint and not cfg.eval_only:
         parser.error("--checkpoint is read only with --eval-only; to continue training use --resume PATH")
-    if args.eval_only and args.resume:
+    if cfg.eval_only and cfg.resume:
         parser.error("--eval-only evaluates --checkpoint; drop --resume")
-    return args
+    if cfg.cooldown_epochs >= cfg.epochs:
+        parser.error(f"--cooldown-epochs {cfg.cooldown_epochs} leaves no epoch of --epochs {cfg.epochs} to train")
+    return cfg
+
+
+def given_settings(argv: list[str] | None) -> frozenset[str]:
+    """The settings set explicitly, on the command line or in the --config file."""
+    return frozenset(parse_flags(build_parser(defaults=False), argv))
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one message, exit status 2 (as argparse does)."""
+    print(f"train.py: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,7 +228,7 @@ def setup(device_flag: str) -> Context:
     """Pick the device and, under torchrun, join the process group (NCCL on GPUs, gloo on CPU)."""
     use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
     if device_flag == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible; use --device cpu")
+        fail("--device cuda: no CUDA device is visible; use --device cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
@@ -243,6 +245,24 @@ def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
+def from_main(value: object, ctx: Context) -> object:
+    """Rank 0's ``value`` on every rank."""
+    if ctx.world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rng(ctx: Context) -> list[dict] | None:
+    """Every rank's random state, in rank order, on rank 0 (None elsewhere)."""
+    if ctx.world == 1:
+        return [rng_state()]
+    states = [None] * ctx.world if ctx.is_main else None
+    dist.gather_object(rng_state(), states, dst=0)
+    return states
+
+
 # ----------------------------------------------------------------------------------------------
 # Data.
 
@@ -253,38 +273,49 @@ def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].tolist())
 
 
-def build_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, DatasetInfo]:
-    kwargs = {} if args.T is None else {"T": args.T}
-    try:
-        train_set, test_set, info = build_datasets(args.dataset, data_dir=args.data_dir, download=args.download,
-                                                   augment=args.augment, cache_dir=args.cache_dir,
-                                                   label_order=args.label_order, **kwargs)
-    except DatasetNotFoundError as e:
-        raise SystemExit(str(e)) from None
-    return fixed_subset(train_set, args.limit_train), fixed_subset(test_set, args.limit_test), info
+def build_data(cfg: Config) -> tuple[Dataset, Dataset, DatasetInfo]:
+    kwargs = {} if cfg.T is None else {"T": cfg.T}
+    train_set, test_set, info = build_datasets(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                               augment=cfg.augment, cache_dir=cfg.cache_dir,
+                                               label_order=cfg.label_order, **kwargs)
+    return fixed_subset(train_set, cfg.limit_train), fixed_subset(test_set, cfg.limit_test), info
 
 
-def make_loader(dataset: Dataset, indices: list[int], args: argparse.Namespace, ctx: Context, train: bool,
+def make_loader(dataset: Dataset, indices: list[int], cfg: Config, ctx: Context, train: bool,
                 seed: int = 0) -> DataLoader:
     """Batches over the given sample indices, in order. Its own generator (seeding the workers, if
     any) leaves the global RNG alone, so a resumed run draws the same random numbers."""
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=indices, drop_last=train,
-                      num_workers=args.workers, pin_memory=ctx.device.type == "cuda",
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, drop_last=train,
+                      num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda",
                       generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------------------------
 # Model, optimiser, schedule.
 
-def build_model(args: argparse.Namespace, info: DatasetInfo) -> nn.Module:
-    """The named model sized for the dataset; T from -T, else the event data's frame count."""
-    overrides = info.model_overrides()
-    for key, value in (("T", args.T), ("neuron", args.neuron), ("neuron_backend", args.neuron_backend)):
+def model_record(cfg: Config, info: DatasetInfo | None) -> dict:
+    """What rebuilds the model: ``create_model(r["name"], spec=r["spec"], **r["overrides"])``;
+    sized for the data (``info``), T from -T, else the event data's frame count."""
+    overrides = info.model_overrides() if info else {}
+    for key, value in (("T", cfg.T), ("neuron", cfg.neuron), ("neuron_backend", cfg.neuron_backend)):
         if value is not None:
             overrides[key] = value
-    model = create_model(args.model, spec=args.spec, **overrides)
-    model.checkpoint_stages = args.checkpoint_stages
-    return model
+    return {"name": cfg.model, "spec": cfg.spec, "overrides": overrides}
+
+
+def build_model(record: dict) -> nn.Module:
+    return create_model(record["name"], spec=record["spec"], **record["overrides"])
+
+
+def checked_model_size(cfg: Config) -> int:
+    """Build the model without memory ('meta' device) to reject a bad spec or override before any
+    data is read; returns its parameter count."""
+    try:
+        with torch.device("meta"):
+            net = build_model(model_record(cfg, None))
+    except ValueError as e:
+        fail(f"cannot build {cfg.model}: {e}")
+    return sum(p.numel() for p in net.parameters())
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -295,20 +326,33 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def lr_at(step: int, peak: float, args: argparse.Namespace, steps_per_epoch: int) -> float:
-    """Linear warm-up, cosine from the peak down to --min-lr, then --cooldown-epochs at --min-lr."""
-    warmup = round(args.warmup_epochs * steps_per_epoch)
-    decay_end = max(warmup + 1, (args.epochs - args.cooldown_epochs) * steps_per_epoch)
+def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
+    """step-cosine: linear warm-up, cosine from the peak --lr down to --min-lr, then
+    --cooldown-epochs at --min-lr, all counted in steps."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    decay_end = max(warmup + 1, (cfg.epochs - cfg.cooldown_epochs) * steps_per_epoch)
     if step < warmup:
-        return args.warmup_lr + (peak - args.warmup_lr) * step / warmup
+        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup
     if step >= decay_end:
-        return args.min_lr
+        return cfg.min_lr
     progress = (step - warmup) / (decay_end - warmup)
-    return args.min_lr + 0.5 * (peak - args.min_lr) * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, peak: float, args: argparse.Namespace, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, peak, args, steps_per_epoch) / peak)
+def resolve_recipe(cfg: Config, steps_per_epoch: int) -> dict:
+    """The resolved training recipe (what --print-recipe prints and recipe.json holds)."""
+    keys = ("model", "dataset", "epochs", "batch_size", "lr", "weight_decay", "clip_grad", "schedule",
+            "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "smoothing", "mixup", "cutmix",
+            "mixup_prob", "mixup_switch_prob", "mixup_off_epoch", "event_cutmix", "aug_policy", "random_erasing",
+            "precision", "eval_precision", "deterministic", "seed")
+    settings = asdict(cfg)
+    return {**{k: settings[k] for k in keys}, "optimizer": "adamw", "steps_per_epoch": steps_per_epoch,
+            "lr_per_epoch": [lr_at(e * steps_per_epoch, cfg, steps_per_epoch) for e in range(cfg.epochs)]}
+
+
+def with_peak_lr(cfg: Config, world: int) -> Config:
+    """--lr-base resolved into --lr (the peak) for the global batch."""
+    return cfg if cfg.lr_base is None else replace(cfg, lr=cfg.lr_base * cfg.batch_size * world / 256)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -319,8 +363,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def autocast(dtype: torch.dtype | None) -> ContextManager:
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+
 # ----------------------------------------------------------------------------------------------
-# Loss, one epoch of training, evaluation.
+# Loss, stopping, one epoch of training, evaluation.
 
 def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     return F.one_hot(y, num_classes).float() * (1 - smoothing) + smoothing / num_classes
@@ -329,41 +377,6 @@ def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft targets [B, classes] (smoothed and/or mixed labels)."""
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; raised before the step updates any weight."""
-
-
-class StopFlag:
-    """Ctrl-C / SIGTERM asks to stop (a second Ctrl-C aborts at once).
-
-    ``requested`` is this process's own flag; ``agreed`` is set only from values summed over all
-    ranks, so every rank stops at the same step (training) or after the same epoch (evaluation).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.agreed = False
-
-    @contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
-            yield self
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, frame):
-            self.requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        for s in previous:
-            signal.signal(s, handler)
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 @dataclass
@@ -381,43 +394,61 @@ class Run:
     step: int = 0                 # steps completed within the current epoch
     best_acc1: float = -1.0
     best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)  # one log.csv row per completed epoch
 
 
-def autocast(dtype: torch.dtype | None) -> ContextManager:
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+def what_went_nonfinite(run: Run, loss: float, grad_bad: float) -> str:
+    parts = [f"the loss is {loss}"] if not math.isfinite(loss) else []
+    parts += ["the gradient norm is not finite"] if grad_bad else []
+    buffers = nonfinite(list(run.net.named_buffers()))
+    params = nonfinite(list(run.net.named_parameters()))
+    for kind, names in (("weight", params), ("BatchNorm statistics", buffers)):
+        if names:
+            parts.append(f"{len(names)} {kind} tensors are not finite ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''})")
+    return "; ".join(parts) or "another rank's values are not finite"
 
 
-def train_one_epoch(run: Run, loader: DataLoader, args: argparse.Namespace, ctx: Context, stop: StopFlag, steps: int) -> dict:
+def train_one_epoch(run: Run, loader: DataLoader, cfg: Config, ctx: Context, stop: StopFlag, steps: int) -> dict:
     """Train from step `run.step` to the end of epoch `run.epoch`; returns mean loss and accuracy."""
     run.model.train()
-    use_mixup = run.mixup is not None and (args.mixup_off_epoch == 0 or run.epoch < args.mixup_off_epoch)
+    use_mixup = run.mixup is not None and (cfg.mixup_off_epoch == 0 or run.epoch < cfg.mixup_off_epoch)
+    params = [p for p in run.net.parameters() if p.requires_grad]
+    state = [t for t in (*run.net.parameters(), *run.net.buffers()) if t.is_floating_point()]
+
+    def scalar(value: float) -> torch.Tensor:
+        return torch.as_tensor(value, device=ctx.device, dtype=torch.float64)
+
     totals = np.zeros(3)  # loss x samples, correct, samples (summed over ranks)
-    bar = tqdm(loader, desc=f"epoch {run.epoch + 1}/{args.epochs}", total=steps, initial=run.step,
-               disable=not ctx.is_main, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {run.epoch + 1}/{cfg.epochs}", total=steps, initial=run.step,
+               disable=not (ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
     tick = time.perf_counter()
     for x, y in bar:
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        x, targets = run.mixup(x, y) if use_mixup else (x, smooth_one_hot(y, run.num_classes, args.smoothing))
+        x, targets = run.mixup(x, y) if use_mixup else (x, smooth_one_hot(y, run.num_classes, cfg.smoothing))
         with autocast(run.dtype):
             logits = run.model(x)
         loss = soft_cross_entropy(logits, targets)
         correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
-        # One all-reduce per step: global loss and accuracy, and whether any rank was asked to stop.
-        stats = torch.stack([loss.detach() * len(y), correct.float(), torch.tensor(float(len(y)), device=ctx.device),
-                             torch.tensor(float(stop.requested), device=ctx.device)])
-        loss_sum, n_correct, n, stopping = all_sum(stats, ctx).tolist()
-        if not math.isfinite(loss_sum):
-            raise NonFiniteLoss(f"the loss is {loss_sum / n} at epoch {run.epoch + 1}, step {run.step + 1} "
-                                f"(of {steps})")
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
-        if args.clip_grad is not None:
-            run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(run.net.parameters(), args.clip_grad)
-        run.scaler.step(run.optimizer)
+        run.scaler.unscale_(run.optimizer)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = (nn.utils.clip_grad_norm_(params, cfg.clip_grad) if cfg.clip_grad is not None
+                else nn.utils.get_total_norm(grads))
+        run.scaler.step(run.optimizer)  # with fp16, a non-finite gradient skips the step (dynamic scale)
         run.scaler.update()
         run.scheduler.step()
         run.step += 1
+        # One all-reduce per step: loss, accuracy, anything non-finite, and whether a rank was asked to stop.
+        grad_bad = scalar(0.0) if run.scaler.is_enabled() else (~torch.isfinite(norm)).double()
+        state_bad = (~torch.stack([torch.isfinite(t).all() for t in state]).all()).double()
+        stats = torch.stack([loss.detach().double() * len(y), correct.double(), scalar(len(y)), grad_bad, state_bad,
+                             scalar(float(stop.requested))])
+        loss_sum, n_correct, n, grad_bad, state_bad, stopping = all_sum(stats, ctx).tolist()
+        if not math.isfinite(loss_sum) or grad_bad or state_bad:
+            raise NonFiniteError(f"{what_went_nonfinite(run, loss_sum / n, grad_bad)} at epoch {run.epoch + 1}, "
+                                 f"step {run.step} (of {steps})")
         totals += (loss_sum, n_correct, n)
         now = time.perf_counter()
         bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{100 * totals[1] / totals[2]:.2f}",
@@ -428,8 +459,30 @@ def train_one_epoch(run: Run, loader: DataLoader, args: argparse.Namespace, ctx:
             stop.agreed = True
             break
     bar.close()
-    n = totals[2] or math.nan  # no steps left when resuming an epoch interrupted during its evaluation
-    return {"train_loss": totals[0] / n, "train_acc1": 100 * totals[1] / n}
+    return {"train_loss": float(totals[0] / totals[2]), "train_acc1": float(100 * totals[1] / totals[2])}
+
+
+class FiringRates:
+    """Mean neuron output per top-level module (the firing rate of spiking neurons), via hooks."""
+
+    def __init__(self, net: nn.Module, device: torch.device) -> None:
+        self.groups = sorted({name.split(".")[0] for name, m in net.named_modules() if isinstance(m, Neuron)})
+        self.sums = torch.zeros(2 * len(self.groups), dtype=torch.float64, device=device)  # per group: sum, count
+        for name, m in net.named_modules():
+            if isinstance(m, Neuron):
+                m.register_forward_hook(self.hook(self.groups.index(name.split(".")[0])))
+
+    def hook(self, i: int):
+        def record(module: nn.Module, inputs, out: torch.Tensor) -> None:
+            if not module.training:
+                self.sums[2 * i] += out.detach().double().sum()
+                self.sums[2 * i + 1] += out.numel()
+        return record
+
+    def pop(self, ctx: Context) -> dict:
+        sums = all_sum(self.sums.clone(), ctx).cpu()
+        self.sums.zero_()
+        return {g: float(sums[2 * i] / sums[2 * i + 1]) for i, g in enumerate(self.groups) if sums[2 * i + 1]}
 
 
 @torch.no_grad()
@@ -437,7 +490,8 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: Context, dtype: torch.dt
     """Test loss (plain cross-entropy), top-1 and top-5 accuracy in %, over all ranks' shards."""
     model.eval()
     totals = torch.zeros(5, device=ctx.device, dtype=torch.float64)  # loss x samples, top-1, top-5, samples, stop
-    for x, y in tqdm(loader, desc="test", leave=False, disable=not ctx.is_main, dynamic_ncols=True):
+    for x, y in tqdm(loader, desc="test", leave=False, disable=not (ctx.is_main and sys.stderr.isatty()),
+                     dynamic_ncols=True):
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
         with autocast(dtype):
             logits = model(x).float()
@@ -454,105 +508,89 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: Context, dtype: torch.dt
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: written atomically by rank 0, loadable with weights_only=True.
+# Checkpoints (files and folders: checkpoints.py).
 
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def save(run: Run, cfg: Config, record: dict, ctx: Context, paths: list[Path]) -> None:
+    """Every rank's random state goes to rank 0, which writes the checkpoint to each path in turn."""
+    rng = gather_rng(ctx)
+    if not ctx.is_main:
+        return
+    state = {"model": run.net.state_dict(), "model_config": record, "config": asdict(cfg), "world": ctx.world,
+             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+             "scaler": run.scaler.state_dict(), "epoch": run.epoch, "step": run.step, "best_acc1": run.best_acc1,
+             "best_epoch": run.best_epoch, "history": run.history, "rng": rng}
+    for path in paths:
+        save_checkpoint(state, path)
 
 
-def save_checkpoint(run: Run, args: argparse.Namespace, path: Path) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
-             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-             "epoch": run.epoch, "step": run.step, "best_acc1": run.best_acc1, "best_epoch": run.best_epoch,
-             "rng": rng_state(), "args": vars(args)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: str) -> dict:
-    """One of our checkpoints, or SystemExit naming the problem."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"checkpoint not found: {path}") from None
-    except Exception as e:  # the unpickler's errors have no common base class
-        raise SystemExit(f"{path} is not a checkpoint written by train.py ({type(e).__name__}: {e})") from None
-    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
-        raise SystemExit(f"{path} is not a checkpoint written by train.py; for the authors' released "
-                         "weights use --eval-only --checkpoint PATH")
-    return ckpt
-
-
-def load_weights(net: nn.Module, path: str, allow_pickle: bool) -> None:
-    """Our checkpoints by key; anything else through maxformer.load_official (the authors' layouts)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"checkpoint not found: {path}") from None
-    except Exception:  # a pickled released file: load_official decides, honouring --allow-pickle
-        ckpt = None
-    try:
-        if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-            load_own_state(net, ckpt, path)
-        else:
-            load_official(net, path, allow_pickle=allow_pickle)
-    except ValueError as e:  # maxformer.CheckpointMismatchError, or a pickled file without --allow-pickle
-        raise SystemExit(f"cannot load {path}: {e}") from None
-
-
-def load_own_state(net: nn.Module, ckpt: dict, path: str) -> None:
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        trained = " ".join(f"--{k} {ckpt['args'][k]}" for k in ("model", "dataset", "spec") if ckpt["args"].get(k))
-        raise SystemExit(f"{e}\n{path} does not fit this model; it was trained with {trained}") from None
-
-
-def resume(run: Run, path: str) -> None:
-    ckpt = read_checkpoint(path)
-    load_own_state(run.net, ckpt, path)
+def restore(run: Run, ckpt: dict, ctx: Context) -> None:
+    run.net.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])
     run.epoch, run.step = ckpt["epoch"], ckpt["step"]
-    run.best_acc1, run.best_epoch = ckpt["best_acc1"], ckpt["best_epoch"]
-    set_rng_state(ckpt["rng"])
+    run.best_acc1, run.best_epoch, run.history = ckpt["best_acc1"], ckpt["best_epoch"], list(ckpt["history"])
+    set_rng_state(ckpt["rng"][min(ctx.rank, len(ckpt["rng"]) - 1)])
 
 
-def append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+def newer_last(resume: Path, ckpt: dict) -> str | None:
+    """If ``resume`` is not its folder's last.pth and that one is further on, say so."""
+    last = resume.parent / "last.pth"
+    if resume.name == "last.pth" or not last.exists():
+        return None
+    other = read_checkpoint(last)
+    if (other.get("epoch", 0), other.get("step", 0)) <= (ckpt["epoch"], ckpt["step"]):
+        return None
+    return (f"resuming {resume} (epoch {ckpt['epoch']}) in its own folder would overwrite the newer {last} "
+            f"(epoch {other['epoch']}) and its log rows; continue in another folder with --output DIR, "
+            f"or pass --overwrite to discard the epochs after {ckpt['epoch']}")
+
+
+def prepare_folder(cfg: Config, ckpt: dict | None, need_bytes: int, held: ExitStack) -> Path:
+    """The run folder, locked (until ``held`` closes), claimed for this run and writable."""
+    if cfg.output:
+        out = Path(cfg.output)
+    elif cfg.resume:
+        out = Path(cfg.resume).parent
+    else:
+        out = new_run_folder(Path("runs"), default_run_name(cfg.dataset, cfg.model))
+    resuming_here = cfg.resume is not None and out.resolve() == Path(cfg.resume).parent.resolve()
+    clash = newer_last(Path(cfg.resume), ckpt) if resuming_here else None
+    if clash and not cfg.overwrite:
+        raise RunFolderError(clash)
+    held.enter_context(folder_lock(out))
+    claim_folder(out, resuming_here, cfg.overwrite)
+    check_writable(out, need_bytes)
+    return out
+
+
+def run_folder(cfg: Config, ckpt: dict | None, need_bytes: int, ctx: Context, held: ExitStack) -> Path:
+    """Rank 0 prepares the folder before any data is read; every rank gets its path, or the same error."""
+    result = None
+    if ctx.is_main:
+        try:
+            result = prepare_folder(cfg, ckpt, need_bytes, held)
+        except RunFolderError as e:
+            result = e
+    result = from_main(result, ctx)
+    if isinstance(result, RunFolderError):
+        raise result
+    return result
+
+
+def finished(ckpt: dict, cfg: Config, source: str) -> dict:
+    print(f"{source} is a finished run: {ckpt['epoch']} of {cfg.epochs} epochs, best test top-1 "
+          f"{ckpt['best_acc1']:.2f}% at epoch {ckpt['best_epoch']}; to train longer pass --epochs N "
+          f"with N > {ckpt['epoch']}", flush=True)
+    last = ckpt["history"][-1]["test_acc1"] if ckpt["history"] else math.nan
+    return {"best_acc1": ckpt["best_acc1"], "best_epoch": ckpt["best_epoch"], "final_acc1": last,
+            "output": str(Path(source).parent), "finished": True}
 
 
 # ----------------------------------------------------------------------------------------------
 # Putting it together.
 
-def output_dir(args: argparse.Namespace) -> Path:
-    if args.output:
-        return Path(args.output)
-    if args.resume:
-        return Path(args.resume).parent
-    return Path("runs") / f"{args.dataset}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def stopped(out: Path, run: Run, ctx: Context) -> None:
+def stopped(out: Path, run: Run, ctx: Context) -> NoReturn:
     """After Ctrl-C / SIGTERM: say where training stopped and how to continue; exit with 130."""
     if ctx.is_main:
         where = f"epoch {run.epoch + 1}, step {run.step}" if run.step else f"the end of epoch {run.epoch}"
@@ -561,106 +599,184 @@ def stopped(out: Path, run: Run, ctx: Context) -> None:
     raise SystemExit(EXIT_INTERRUPTED)
 
 
-def finish_epoch(run: Run, args: argparse.Namespace, out: Path, ctx: Context, metrics: dict, started: float) -> None:
-    """Count the epoch, track the best top-1, and (rank 0) save checkpoints and a CSV row."""
+def finish_epoch(run: Run, cfg: Config, record: dict, out: Path, ctx: Context, metrics: dict, started: float,
+                 scalars) -> None:
+    """Count the epoch, track the best top-1; save best.pth, last.pth, then log.csv (this order
+    keeps the folder consistent at every crash point: resuming rewrites log.csv from last.pth)."""
     run.epoch, run.step = run.epoch + 1, 0
     improved = metrics["test_acc1"] > run.best_acc1
     if improved:
         run.best_acc1, run.best_epoch = metrics["test_acc1"], run.epoch
+    row = {"epoch": run.epoch, **{k: metrics[k] for k in CSV_COLUMNS[1:6]},
+           "lr": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+    run.history.append(row)
+    save(run, cfg, record, ctx, [out / "best.pth"] * improved + [out / "last.pth"])
     if not ctx.is_main:
         return
-    save_checkpoint(run, args, out / "last.pth")
-    if improved:
-        save_checkpoint(run, args, out / "best.pth")
-    row = {"epoch": run.epoch, **metrics, "lr": run.optimizer.param_groups[0]["lr"],
-           "seconds": time.perf_counter() - started}
-    append_csv(out / "log.csv", row)
+    write_log(out / "log.csv", run.history)
+    for key, value in {**row, **{f"firing_rate/{g}": r for g, r in metrics["firing_rates"].items()}}.items():
+        if key not in ("epoch", "seconds"):
+            scalars.add_scalar(key, value, run.epoch)
+    scalars.flush()
     tqdm.write(f"epoch {run.epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc1']:.2f}% | "
                f"test loss {row['test_loss']:.4f} top-1 {row['test_acc1']:.2f}% top-5 {row['test_acc5']:.2f}% | "
                f"{row['seconds']:.1f}s")
 
 
-def train(args: argparse.Namespace, ctx: Context, net: nn.Module, model: nn.Module, train_set: Dataset,
-          test_loader: DataLoader, info: DatasetInfo,
-          dtype: torch.dtype | None) -> dict:
+def header(cfg: Config, net: nn.Module, samples: str, ctx: Context, dtype: torch.dtype | None) -> str:
+    """Model, spec, T, neuron, data, device: what the run is."""
+    return (f"{cfg.model} (spec {cfg.spec or 'none'}, T {net.T}, neuron {net.cfg.neuron}) on {cfg.dataset}: "
+            f"{samples}, {sum(p.numel() for p in net.parameters()):,} parameters, "
+            f"{str(dtype or torch.float32).removeprefix('torch.')} on {ctx.world} x {ctx.device.type}")
+
+
+def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: dict, sets: tuple[Dataset, Dataset],
+          test_loader: DataLoader, info: DatasetInfo, dtype: torch.dtype | None, out: Path, ckpt: dict | None) -> dict:
     """The epoch loop; returns the best-over-epochs and the final test top-1."""
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=args.seed,
+    train_set, test_set = sets
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
-    steps = len(sampler) // args.batch_size
+    steps = len(sampler) // cfg.batch_size
     if steps == 0:
-        raise SystemExit(f"the training set has {len(sampler)} samples per process, fewer than --batch-size "
-                         f"{args.batch_size}; lower --batch-size")
-    peak = args.lr_base * args.batch_size * ctx.world / 256 if args.lr_base is not None else args.lr
-    optimizer = build_optimizer(net, peak, args.weight_decay)
-    mixup = (MixupCutmix(info.num_classes, args.mixup, args.cutmix, args.mixup_prob, args.mixup_switch_prob,
-                         args.smoothing) if args.mixup > 0 or args.cutmix > 0 else None)
-    run = Run(model, net, optimizer, build_scheduler(optimizer, peak, args, steps),
-              torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), mixup, info.num_classes, dtype)
-    if args.resume:
-        resume(run, args.resume)
-    out = output_dir(args)
+        fail(f"the training set has {len(sampler)} samples per process, fewer than --batch-size "
+             f"{cfg.batch_size}; lower --batch-size")
+    optimizer = build_optimizer(net, cfg.lr, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg, steps) / cfg.lr)
+    mixup = (MixupCutmix(info.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob,
+                         cfg.smoothing) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
+    run = Run(model, net, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+              mixup, info.num_classes, dtype)
+    if ckpt:
+        restore(run, ckpt, ctx)
+    rates = FiringRates(net, ctx.device)
+    eval_dtype = None if cfg.eval_precision == "fp32" else dtype
+    scalars = scalar_writer(out / "tensorboard", purge_step=run.epoch + 1) if ctx.is_main else None
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"{args.model} on {args.dataset} ({len(train_set)} train samples), "
-              f"{sum(p.numel() for p in net.parameters()):,} parameters, {ctx.world} x {ctx.device.type}, "
-              f"peak lr {peak:.3g}; writing to {out}", flush=True)
+        write_text(out / "config.yaml", to_yaml(cfg, RUN_ONLY))
+        write_text(out / "recipe.json", json.dumps(resolve_recipe(cfg, steps), indent=2) + "\n")
+        write_log(out / "log.csv", run.history)
+        samples = f"{len(train_set)} train / {len(test_set)} test samples"
+        print(f"{header(cfg, net, samples, ctx, dtype)}, peak lr {cfg.lr:.3g}; writing to {out}", flush=True)
 
     stop, metrics = StopFlag(), {}
     with stop.installed():
-        while run.epoch < args.epochs:
+        while run.epoch < cfg.epochs:
             started = time.perf_counter()
             sampler.set_epoch(run.epoch)
-            worker_seed = int(np.random.SeedSequence([args.seed, ctx.rank, run.epoch]).generate_state(1)[0])
-            loader = make_loader(train_set, list(sampler)[run.step * args.batch_size:], args, ctx, True, worker_seed)
-            try:
-                train_metrics = train_one_epoch(run, loader, args, ctx, stop, steps)
-            except NonFiniteLoss as e:
-                kept = (f"the last good checkpoint {out / 'last.pth'} is kept" if (out / "last.pth").exists()
-                        else "no epoch had finished, so there is no checkpoint")
-                raise SystemExit(f"{e}; stopped: {kept}. Try a lower --lr or --clip-grad.") from None
+            worker_seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, run.epoch]).generate_state(1)[0])
+            loader = make_loader(train_set, list(sampler)[run.step * cfg.batch_size:], cfg, ctx, True, worker_seed)
+            train_metrics = (train_one_epoch(run, loader, cfg, ctx, stop, steps) if run.step < steps
+                             else {"train_loss": math.nan, "train_acc1": math.nan})
             if stop.agreed:  # mid-epoch: save the step reached, skip the evaluation
-                if ctx.is_main:
-                    save_checkpoint(run, args, out / "last.pth")
+                save(run, cfg, record, ctx, [out / "last.pth"])
                 stopped(out, run, ctx)
-            metrics = {**train_metrics, **evaluate(model, test_loader, ctx, dtype, stop)}
-            finish_epoch(run, args, out, ctx, metrics, started)
-            if stop.agreed and run.epoch < args.epochs:
+            metrics = {**train_metrics, **evaluate(model, test_loader, ctx, eval_dtype, stop),
+                       "firing_rates": rates.pop(ctx)}
+            finish_epoch(run, cfg, record, out, ctx, metrics, started, scalars)
+            if stop.agreed and run.epoch < cfg.epochs:
                 stopped(out, run, ctx)
 
     summary = {"best_acc1": run.best_acc1, "best_epoch": run.best_epoch,
                "final_acc1": metrics.get("test_acc1", math.nan), "output": str(out)}
     if ctx.is_main:
+        scalars.close()
+        write_curves(out / "curves.png", run.history, f"{cfg.model} on {cfg.dataset}")
         print(f"best test top-1 over epochs (what the paper reports): {summary['best_acc1']:.2f}% "
               f"at epoch {summary['best_epoch']}; final test top-1: {summary['final_acc1']:.2f}%")
     return summary
 
 
+def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, model: nn.Module,
+                        test_set: Dataset, test_loader: DataLoader, dtype: torch.dtype | None) -> dict:
+    """--eval-only: load the weights (ours by key, the authors' through load_official), evaluate."""
+    if is_ours(ckpt):
+        net.load_state_dict(ckpt["model"])
+    else:
+        load_official(net, ckpt, allow_pickle=cfg.allow_pickle)
+    if ctx.is_main:
+        print(header(cfg, net, f"{len(test_set)} test samples", ctx, dtype), flush=True)
+    metrics = evaluate(model, test_loader, ctx, None if cfg.eval_precision == "fp32" else dtype, StopFlag())
+    if ctx.is_main:
+        print(f"{cfg.checkpoint}: test top-1 {metrics['test_acc1']:.2f}%, top-5 {metrics['test_acc5']:.2f}%, "
+              f"loss {metrics['test_loss']:.4f} on {len(test_set)} samples")
+    return metrics
+
+
+def settings_from(ckpt: dict | None, cfg: Config, given: frozenset[str], ctx: Context) -> Config:
+    """--resume: the run's recorded settings; --eval-only: the model's. Flags may not contradict them."""
+    source = cfg.resume or cfg.checkpoint
+    if cfg.resume and not is_ours(ckpt):
+        fail(f"{source} was not written by this train.py (no recorded settings); --resume needs our last.pth "
+             "or best.pth, --eval-only --checkpoint evaluates other files")
+    if cfg.resume:
+        if ckpt["world"] != ctx.world and not cfg.override:
+            fail(f"{ctx.world} processes contradict the {ckpt['world']} recorded in {source}; pass --override")
+        restored = restore_settings(cfg, given, ckpt["config"], [k for k in ckpt["config"] if k not in RUN_ONLY],
+                                    source, MAY_CHANGE_ON_RESUME, cfg.override)
+        if restored.epochs != ckpt["config"]["epochs"] and ckpt["epoch"] < restored.epochs:
+            print(f"--epochs {restored.epochs} (was {ckpt['config']['epochs']}): the {restored.schedule} schedule "
+                  f"is recomputed over {restored.epochs} epochs; the learning rate follows the new curve from "
+                  f"step {ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
+        return restored
+    if cfg.eval_only and is_ours(ckpt):
+        return restore_settings(cfg, given, ckpt["config"], MODEL_SETTINGS, source, MAY_CHANGE_ON_RESUME,
+                                cfg.override)
+    if cfg.eval_only and "model" not in given:
+        fail(f"{source} records no model config (the authors' released weights?): name its model with --model "
+             "NAME (and -T, --spec, --neuron if they differ from the model's defaults)")
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Train, or with --eval-only evaluate; returns the metrics. Bad input exits with a message."""
-    args = parse_args(argv)
-    ctx = setup(args.device)
+    cfg, given = parse_args(argv), given_settings(argv)
+    if cfg.print_recipe:
+        steps = cfg.steps_per_epoch or (cfg.limit_train or 0) // cfg.batch_size
+        if not steps:
+            fail("--print-recipe needs --steps-per-epoch N (the data is not read)")
+        print(json.dumps(resolve_recipe(with_peak_lr(cfg, 1), steps), indent=2))
+        return {}
+    ctx = setup(cfg.device)
     try:
-        for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
-            seed_fn(args.seed + ctx.rank)
-        train_set, test_set, info = build_data(args)
-        net = build_model(args, info).to(ctx.device)
-        if args.eval_only:
-            load_weights(net, args.checkpoint, args.allow_pickle)
-        model = torch.compile(net) if args.compile else net
-        if ctx.world > 1:
-            model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        dtype = autocast_dtype(args.precision, ctx.device)
-        test_loader = make_loader(test_set, list(range(ctx.rank, len(test_set), ctx.world)), args, ctx, False)
-        if args.eval_only:
-            metrics = evaluate(model, test_loader, ctx, dtype, StopFlag())
-            if ctx.is_main:
-                print(f"{args.checkpoint}: test top-1 {metrics['test_acc1']:.2f}%, top-5 {metrics['test_acc5']:.2f}%, "
-                      f"loss {metrics['test_loss']:.4f} on {len(test_set)} samples")
-        else:
-            metrics = train(args, ctx, net, model, train_set, test_loader, info, dtype)
-        if ctx.world > 1:  # no rank tears the group down while another still writes (gloo aborts then)
-            dist.barrier()
-        return metrics
+        with ExitStack() as held:
+            path = cfg.resume or cfg.checkpoint
+            ckpt = read_checkpoint(path, cfg.allow_pickle and cfg.eval_only) if path else None
+            cfg = with_peak_lr(settings_from(ckpt, cfg, given, ctx), ctx.world)
+            if cfg.resume and ckpt["epoch"] >= cfg.epochs and ckpt["step"] == 0:
+                return finished(ckpt, cfg, cfg.resume)
+            parameters = checked_model_size(cfg)
+            # 12 bytes a parameter (weights, two AdamW moments), for best.pth, last.pth and their temporary files
+            out = None if cfg.eval_only else run_folder(cfg, ckpt, 4 * 12 * parameters, ctx, held)
+            for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
+                seed_fn(cfg.seed + ctx.rank)
+            if cfg.deterministic:
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            train_set, test_set, info = build_data(cfg)
+            record = model_record(cfg, info)
+            if ckpt and is_ours(ckpt) and cfg.eval_only and record != ckpt["model_config"]:
+                raise CheckpointMismatchError(f"{path} holds {ckpt['model_config']}, the data builds {record}")
+            net = build_model(record).to(ctx.device)
+            net.checkpoint_stages = cfg.checkpoint_stages
+            model = torch.compile(net) if cfg.compile else net
+            if ctx.world > 1:
+                model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            dtype = autocast_dtype(cfg.precision, ctx.device)
+            test_loader = make_loader(test_set, list(range(ctx.rank, len(test_set), ctx.world)), cfg, ctx, False)
+            if cfg.eval_only:
+                metrics = evaluate_checkpoint(cfg, ctx, ckpt, net, model, test_set, test_loader, dtype)
+            else:
+                metrics = train(cfg, ctx, net, model, record, (train_set, test_set), test_loader, info, dtype, out,
+                                ckpt)
+            if ctx.world > 1:  # no rank tears the group down while another still writes (gloo aborts then)
+                dist.barrier()
+            return metrics
+    except NonFiniteError as e:
+        last = out / "last.pth"
+        kept = (f"the last good checkpoint {last} (epoch {len(read_checkpoint(last)['history'])}) is kept"
+                if last.exists() else "no epoch had finished, so there is no checkpoint")
+        raise SystemExit(f"{e}; stopped: {kept}. Try a lower --lr or --clip-grad.") from None
+    except (CheckpointError, CheckpointMismatchError, DatasetNotFoundError, RunFolderError, SettingsError) as e:
+        fail(str(e))
     finally:
         if ctx.world > 1:
             dist.destroy_process_group()

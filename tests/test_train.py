@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+import checkpoints
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +139,7 @@ def test_eval_only_reproduces_the_logged_accuracy(two_epochs, data_dir, tmp_path
     assert "test top-1" in capsys.readouterr().out
     official = tmp_path / "official.pth"  # the authors' CIFAR/event layout: {"model": state_dict, ...}
     torch.save({"model": weights(two_epochs / "last.pth"), "epoch": 1}, official)
-    flags = tiny(data_dir, tmp_path, "--eval-only", "--checkpoint", str(official))
+    flags = tiny(data_dir, tmp_path, "--eval-only", "--checkpoint", str(official), "--model", "max_former_tiny")
     assert train.main(flags)["test_acc1"] == pytest.approx(logged, rel=1e-5)
 
 
@@ -175,9 +176,9 @@ def test_mixup_switches_off_and_clipping_runs(data_dir, tmp_path, monkeypatch):
 
 
 def test_learning_rate_schedule():
-    args = train.parse_args(["--epochs", "10", "--warmup-epochs", "2", "--cooldown-epochs", "3",
-                             "--warmup-lr", "1e-4", "--min-lr", "1e-5"])
-    lr = [train.lr_at(step, 1e-2, args, steps_per_epoch=10) for step in range(100)]
+    cfg = train.parse_args(["--epochs", "10", "--warmup-epochs", "2", "--cooldown-epochs", "3",
+                            "--warmup-lr", "1e-4", "--min-lr", "1e-5", "--lr", "1e-2"])
+    lr = [train.lr_at(step, cfg, steps_per_epoch=10) for step in range(100)]
     assert lr[0] == pytest.approx(1e-4) and lr[10] == pytest.approx((1e-4 + 1e-2) / 2)
     assert lr[20] == pytest.approx(1e-2) and max(lr) == lr[20]
     assert lr[45] == pytest.approx((1e-2 + 1e-5) / 2)  # half-way down the cosine (steps 20-70)
@@ -229,7 +230,7 @@ def test_help_documents_every_flag(capsys):
         train.main(["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    for flag in train.valid_flags(parser):
+    for flag in checkpoints.valid_flags(parser):
         assert flag in out
 
 

@@ -1,0 +1,466 @@
+"""Run folders and checkpoint files for train.py: one writer per folder, saves that leave the folder
+consistent at every crash point, and one reader for our checkpoints and the authors' released files;
+and the plumbing around them: settings from flags and YAML (and back), and stopping on Ctrl-C.
+
+A run folder holds ``lock`` (while a run writes), ``config.yaml`` (the resolved settings, loadable
+with ``train.py --config``), ``recipe.json``, ``last.pth``, ``best.pth``, ``log.csv``, TensorBoard
+scalars under ``tensorboard/`` and, at the end, ``curves.png``. Every checkpoint carries the epoch
+history, so ``log.csv`` is rewritten from the checkpoint a run resumes from: a crash between two
+saves never leaves a missing or duplicated row. At the end of an epoch the saves run in the order
+best.pth, last.pth, log.csv, each through a per-process temporary file and ``os.replace``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import typing
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import Field, asdict, field, fields, replace
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import numpy as np
+import torch
+import yaml
+
+CHECKPOINT_FORMAT = "maxformer-train/2"
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
+RUN_FILES = ("last.pth", "best.pth", "log.csv", "config.yaml", "recipe.json", "curves.png", "tensorboard")
+LOCK_NAME = "lock"
+MiB = 2 ** 20
+T = TypeVar("T")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: missing, corrupt, or needing --allow-pickle."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used: another run's, locked by a live process, or not writable."""
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or infinity in the loss, gradient norm, weights or BatchNorm statistics."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading: ours (a dict with "format") and the authors' (a state dict, maybe wrapped).
+
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """The checkpoint at ``path`` as a dict; tensors only unless ``allow_pickle``.
+
+    An empty, truncated or random file is "corrupt or not a checkpoint"; a sound torch archive
+    that holds other Python objects needs --allow-pickle (unpickling can run arbitrary code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as e:  # the unpickler's errors have no common base class
+        if not allow_pickle and zipfile.is_zipfile(path) and intact_archive(path):
+            raise CheckpointError(f"{path} holds pickled Python objects besides tensors; only if you trust "
+                                  "its source, pass --allow-pickle (unpickling can run arbitrary code)") from None
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def intact_archive(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return archive.testzip() is None
+
+
+def is_ours(ckpt: dict) -> bool:
+    """Written by this train.py (and so carrying its model config and settings)."""
+    return ckpt.get("format") == CHECKPOINT_FORMAT
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folders: never another run's files, one writer, writable before anything is built.
+
+def new_run_folder(parent: Path, name: str) -> Path:
+    """Create ``parent/name`` exclusively, adding -2, -3, ... if it exists: names never collide."""
+    for n in range(1, 10_000):
+        folder = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunFolderError(f"cannot create the run folder {folder} ({e.strerror}); {free_space(parent)}; "
+                                 "pick another --output") from None
+    raise RunFolderError(f"{parent} already holds 10000 runs named {name}; pick --output")
+
+
+def run_files(folder: Path) -> list[str]:
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def claim_folder(folder: Path, resuming_here: bool, overwrite: bool) -> None:
+    """Make the (locked) ``folder`` this run's: refuse another run's files unless resuming it or ``overwrite``."""
+    found = run_files(folder)
+    if found and not resuming_here:
+        if not overwrite:
+            raise RunFolderError(f"{folder} holds another run ({', '.join(found)}); resume it with --resume "
+                                 f"{folder / 'last.pth'}, pick another --output, or pass --overwrite to replace it")
+        for name in found:
+            target = folder / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def free_space(folder: Path) -> str:
+    """Free space on the file system holding ``folder`` (or its nearest existing parent)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    return f"{shutil.disk_usage(existing).free / MiB:.0f} MiB free on {existing}"
+
+
+def check_writable(folder: Path, need_bytes: int) -> None:
+    """Write and delete a probe file, and check for room for ``need_bytes``; before any data is built."""
+    probe = folder / f".probe.{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as e:
+        raise RunFolderError(f"cannot write to the run folder {folder} ({e.strerror}); {free_space(folder)}; "
+                             "pick another --output") from None
+    if shutil.disk_usage(folder).free < need_bytes:
+        raise RunFolderError(f"not enough space for checkpoints in {folder}: they need about "
+                             f"{need_bytes / MiB:.0f} MiB, {free_space(folder)}")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/lock`` (``pid@host``) while the block runs: one writer per run folder.
+
+    A lock whose process is gone (same host) is stale and taken over; a live one is an error.
+    """
+    lock = folder / LOCK_NAME
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(2):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            pid, _, host = owner.partition("@")
+            if host != socket.gethostname() or (pid.isdigit() and process_alive(int(pid))):
+                raise RunFolderError(f"{folder} is in use by process {owner} (lock file {lock}); wait for it, "
+                                     "pick another --output, or delete the lock if that process is gone") from None
+            print(f"taking over the stale lock {lock} of process {owner}, which has exited", flush=True)
+            lock.unlink(missing_ok=True)
+        except OSError as e:
+            raise RunFolderError(f"cannot write to the run folder {folder} ({e.strerror}); {free_space(folder)}; "
+                                 "pick another --output") from None
+    else:
+        raise RunFolderError(f"cannot take the lock {lock}; another process keeps creating it")
+    os.write(fd, me.encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing: per-process temporary file, then os.replace; a failed write leaves the old file intact.
+
+def replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``; on an OS error, the old ``path`` is untouched."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise RunFolderError(f"cannot write {path} ({e.strerror}); {free_space(path.parent)}; {kept}") from None
+
+
+def nonfinite(named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity (one device sync)."""
+    floats = [(name, t) for name, t in named if t.is_floating_point()]
+    if not floats:
+        return []
+    bad = torch.stack([~torch.isfinite(t.detach()).all() for _, t in floats]).cpu()
+    return [name for (name, _), b in zip(floats, bad.tolist()) if b]
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write ``state`` (with ``state["model"]`` a state dict) unless the model holds non-finite tensors."""
+    broken = nonfinite(list(state["model"].items()))
+    if broken:
+        raise NonFiniteError(f"{len(broken)} model tensors are not finite ({broken[0]}, ...), so {path} was not written")
+    replace_atomically(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+
+def write_log(path: Path, history: Sequence[dict]) -> None:
+    """log.csv from the epoch history a checkpoint carries (rewritten whole: never duplicated rows)."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    replace_atomically(path, write)
+
+
+def write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def scalar_writer(folder: Path, purge_step: int):
+    """TensorBoard scalars in ``folder``; events from ``purge_step`` on (a resumed run's redone epochs) are dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def write_curves(path: Path, history: Sequence[dict], title: str) -> None:
+    """A PNG of loss and top-1 per epoch, train and test."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (loss, acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split in ("train", "test"):
+        loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
+        acc.plot(epochs, [row[f"{split}_acc1"] for row in history], marker="o", label=split)
+    loss.set(xlabel="epoch", ylabel="loss")
+    acc.set(xlabel="epoch", ylabel="top-1 (%)")
+    acc.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random state, per process (under DDP the caller gathers every rank's).
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def default_run_name(dataset: str, model: str) -> str:
+    return f"{dataset}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings: a frozen dataclass whose fields are the flags (``setting(...)``), read from the command
+# line and a YAML file of the same names, written back as YAML, and compared with a checkpoint's.
+
+class SettingsError(ValueError):
+    """Flags that contradict the settings a checkpoint records."""
+
+
+def checked(kind: type, test: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` that must pass ``test``, else "must be <what>"."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return convert
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+count = checked(int, lambda v: v >= 0, "a non-negative integer")
+positive = checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+non_negative = checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative number")
+probability = checked(float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+
+
+def setting(default, help: str, **flag) -> Any:
+    """A settings field and its flag: argparse keywords in ``flag`` (``type``, ``choices``,
+    ``metavar``), plus ``names`` (option strings) and ``switch`` (a bool without --no- form)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser whose 'unrecognized arguments' error also lists the valid flags."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            message += "\nvalid flags: " + " ".join(valid_flags(self))
+        super().error(message)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except None: those flags' help says what happens when unset."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def flag_names(f: Field) -> tuple[str, ...]:
+    return f.metadata.get("names", ("--" + f.name.replace("_", "-"),))
+
+
+def flag_of(cls: type) -> dict[str, str]:
+    """Field name -> its flag's first spelling ('batch_size' -> '--batch-size')."""
+    return {f.name: flag_names(f)[0] for f in fields(cls)}
+
+
+def flag_parser(cls: type, description: str, groups: dict[str, str], defaults: bool = True) -> FlagParser:
+    """One flag per field of ``cls``; a field named in ``groups`` starts a help section.
+    ``defaults=False`` leaves the flags not given out of the result."""
+    p = FlagParser(description=description, allow_abbrev=False, formatter_class=HelpFormatter)
+    hints, group = typing.get_type_hints(cls), p
+    for f in fields(cls):
+        group = p.add_argument_group(groups[f.name]) if f.name in groups else group
+        opts = {k: v for k, v in f.metadata.items() if k not in ("names", "switch")}
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        if kind is bool:
+            opts["action"] = "store_true" if f.metadata.get("switch") else argparse.BooleanOptionalAction
+        else:
+            opts.setdefault("type", kind)
+        group.add_argument(*flag_names(f), dest=f.name, default=f.default if defaults else argparse.SUPPRESS, **opts)
+    return p
+
+
+def valid_flags(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted(s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help"))
+
+
+def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Config-file key -> flag: the flag's first spelling without dashes ('batch-size', 'T', 'compile')."""
+    return {a.option_strings[0].lstrip("-"): a for a in parser._actions
+            if a.option_strings and a.dest not in ("help", "config")}
+
+
+def config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
+    """Turn a YAML config into command-line tokens, so that later flags override it."""
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        parser.error(f"cannot read --config {path}: {e.strerror}")
+    except yaml.MarkedYAMLError as e:
+        parser.error(f"--config {path}, line {e.problem_mark.line + 1}: not valid YAML ({e.problem})")
+    except yaml.YAMLError as e:
+        parser.error(f"--config {path}: not valid YAML ({e})")
+    if not isinstance(cfg, dict):
+        parser.error(f"--config {path} must be a mapping of flag names to values")
+    keys = config_keys(parser)
+    argv = []
+    for key, value in cfg.items():
+        name = str(key).replace("_", "-") if str(key) not in keys else str(key)
+        if name not in keys:
+            parser.error(f"unknown key {key!r} in {path}; valid keys: {', '.join(sorted(keys))}")
+        flag = keys[name].option_strings[0]
+        if value is None:
+            continue
+        if isinstance(keys[name], argparse.BooleanOptionalAction):
+            argv.append(flag if value else "--no-" + name)
+        elif keys[name].nargs == 0:
+            argv += [flag] if value else []
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> dict:
+    """The --config file's settings, then the command line's over them."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    config = pre.parse_known_args(argv)[0].config
+    return vars(parser.parse_args((config_to_argv(config, parser) if config else []) + argv))
+
+
+def to_yaml(cfg: object, skip: frozenset[str]) -> str:
+    """The settings as a --config file (``skip``: fields left out)."""
+    keys = {name: flag.lstrip("-") for name, flag in flag_of(type(cfg)).items()}
+    return yaml.safe_dump({keys[k]: v for k, v in asdict(cfg).items() if k not in skip and v is not None},
+                          sort_keys=False)
+
+
+def restore_settings(cfg: T, given: frozenset[str], saved: dict, keys: Iterable[str], source: str,
+                     may_change: frozenset[str], override: bool) -> T:
+    """``cfg`` with ``saved``'s values for ``keys``; a flag given that contradicts one raises
+    SettingsError naming both values, unless it is in ``may_change`` or ``override`` is set."""
+    names, now = flag_of(type(cfg)), asdict(cfg)
+    keys = [k for k in keys if k in saved]
+    clashes = [k for k in keys if k in given and k not in may_change and now[k] != saved[k]]
+    if clashes and not override:
+        listed = "; ".join(f"{names[k]} {now[k]} contradicts {saved[k]}" for k in clashes)
+        raise SettingsError(f"{listed} recorded in {source}; drop the flag, or pass --override to change it")
+    for k in clashes:
+        print(f"--override: {names[k]} {saved[k]} -> {now[k]} (recorded in {source})", flush=True)
+    kept = {k: now[k] for k in keys if k in given and (k in may_change or k in clashes)}
+    return replace(cfg, **{**{k: saved[k] for k in keys}, **kept})
+
+
+# ----------------------------------------------------------------------------------------------
+# Ctrl-C / SIGTERM: finish the step, save, stop.
+
+class StopFlag:
+    """Ctrl-C / SIGTERM asks to stop (a second Ctrl-C aborts at once).
+
+    ``requested`` is this process's own flag; ``agreed`` is set only from values summed over all
+    ranks, so every rank stops at the same step (training) or after the same epoch (evaluation).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.agreed = False
+
+    @contextmanager
+    def installed(self) -> Iterator["StopFlag"]:
+        if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            self.requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
