@@ -319,12 +319,13 @@ def setting(default, help: str, **flag) -> Any:
 
 
 class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser whose 'unrecognized arguments' error also lists the valid flags."""
+    """An ArgumentParser whose errors are one line (no usage dump; 'unrecognized arguments' adds a
+    second, listing the valid flags), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments"):
             message += "\nvalid flags: " + " ".join(valid_flags(self))
-        super().error(message)
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -343,10 +344,10 @@ def flag_of(cls: type) -> dict[str, str]:
     return {f.name: flag_names(f)[0] for f in fields(cls)}
 
 
-def flag_parser(cls: type, description: str, groups: dict[str, str], defaults: bool = True) -> FlagParser:
+def flag_parser(cls: type, prog: str, description: str, groups: dict[str, str], defaults: bool = True) -> FlagParser:
     """One flag per field of ``cls``; a field named in ``groups`` starts a help section.
     ``defaults=False`` leaves the flags not given out of the result."""
-    p = FlagParser(description=description, allow_abbrev=False, formatter_class=HelpFormatter)
+    p = FlagParser(prog=prog, description=description, allow_abbrev=False, formatter_class=HelpFormatter)
     hints, group = typing.get_type_hints(cls), p
     for f in fields(cls):
         group = p.add_argument_group(groups[f.name]) if f.name in groups else group
@@ -424,8 +425,8 @@ def restore_settings(cfg: T, given: frozenset[str], saved: dict, keys: Iterable[
     keys = [k for k in keys if k in saved]
     clashes = [k for k in keys if k in given and k not in may_change and now[k] != saved[k]]
     if clashes and not override:
-        listed = "; ".join(f"{names[k]} {now[k]} contradicts {saved[k]}" for k in clashes)
-        raise SettingsError(f"{listed} recorded in {source}; drop the flag, or pass --override to change it")
+        listed = "; ".join(f"{names[k]} {now[k]} contradicts the recorded {saved[k]}" for k in clashes)
+        raise SettingsError(f"{listed} ({source}); drop the flag, or pass --override to change it")
     for k in clashes:
         print(f"--override: {names[k]} {saved[k]} -> {now[k]} (recorded in {source})", flush=True)
     kept = {k: now[k] for k in keys if k in given and (k in may_change or k in clashes)}

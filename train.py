@@ -181,7 +181,7 @@ MODEL_SETTINGS = ("model", "spec", "T", "neuron", "dataset", "label_order")
 
 
 def build_parser(defaults: bool = True) -> FlagParser:
-    return flag_parser(Config, __doc__.split("\n\n")[0], GROUPS, defaults)
+    return flag_parser(Config, "train.py", __doc__.split("\n\n")[0], GROUPS, defaults)
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
