@@ -25,7 +25,7 @@ import time
 import typing
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import Field, asdict, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -187,6 +187,34 @@ def folder_lock(folder: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
+def newer_last(resume: Path, ckpt: dict) -> str | None:
+    """If ``resume`` is not its folder's last.pth and that one is further on, say so."""
+    last = resume.parent / "last.pth"
+    if resume.name == "last.pth" or not last.exists():
+        return None
+    other = read_checkpoint(last)
+    if (other.get("epoch", 0), other.get("step", 0)) <= (ckpt["epoch"], ckpt["step"]):
+        return None
+    return (f"resuming {resume} (epoch {ckpt['epoch']}) in its own folder would overwrite the newer {last} "
+            f"(epoch {other['epoch']}) and its log rows; continue in another folder with --output DIR, "
+            f"or pass --overwrite to discard the epochs after {ckpt['epoch']}")
+
+
+def open_run_folder(out: Path | None, resume: Path | None, ckpt: dict | None, overwrite: bool, need_bytes: int,
+                    held: ExitStack, default_name: str) -> Path:
+    """The run folder (``out``, else ``resume``'s folder, else a new ``runs/<default_name>``), locked
+    until ``held`` closes, claimed for this run and writable."""
+    out = out or (resume.parent if resume else new_run_folder(Path("runs"), default_name))
+    resuming_here = resume is not None and out.resolve() == resume.parent.resolve()
+    clash = newer_last(resume, ckpt) if resuming_here else None
+    if clash and not overwrite:
+        raise RunFolderError(clash)
+    held.enter_context(folder_lock(out))
+    claim_folder(out, resuming_here, overwrite)
+    check_writable(out, need_bytes)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing: per-process temporary file, then os.replace; a failed write leaves the old file intact.
 
@@ -209,6 +237,18 @@ def nonfinite(named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
         return []
     bad = torch.stack([~torch.isfinite(t.detach()).all() for _, t in floats]).cpu()
     return [name for (name, _), b in zip(floats, bad.tolist()) if b]
+
+
+def what_went_nonfinite(net: torch.nn.Module, loss: float, grad_bad: float) -> str:
+    """Which of the loss, the gradient norm, the weights and the BatchNorm statistics hold NaN or inf."""
+    parts = [f"the loss is {loss}"] if not math.isfinite(loss) else []
+    parts += ["the gradient norm is not finite"] if grad_bad else []
+    for kind, names in (("weight", nonfinite(list(net.named_parameters()))),
+                        ("BatchNorm statistics", nonfinite(list(net.named_buffers())))):
+        if names:
+            parts.append(f"{len(names)} {kind} tensors are not finite ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''})")
+    return "; ".join(parts) or "another rank's values are not finite"
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -431,6 +471,42 @@ def restore_settings(cfg: T, given: frozenset[str], saved: dict, keys: Iterable[
         print(f"--override: {names[k]} {saved[k]} -> {now[k]} (recorded in {source})", flush=True)
     kept = {k: now[k] for k in keys if k in given and (k in may_change or k in clashes)}
     return replace(cfg, **{**{k: saved[k] for k in keys}, **kept})
+
+
+def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world: int, run_only: frozenset[str],
+                  may_change: frozenset[str], model_settings: Sequence[str]) -> T:
+    """--resume: the run's recorded settings (``cfg.resume``); --eval-only: the model's. Flags may
+    not contradict them (SettingsError) unless they are in ``may_change`` or --override is given."""
+    if cfg.resume and not is_ours(ckpt):
+        raise SettingsError(f"{source} was not written by this train.py (no recorded settings); --resume needs "
+                            "our last.pth or best.pth, --eval-only --checkpoint evaluates other files")
+    if cfg.resume:
+        if ckpt["world"] != world and not cfg.override:
+            raise SettingsError(f"{world} processes contradict the {ckpt['world']} recorded in {source}; "
+                                "pass --override")
+        saved = ckpt["config"]
+        restored = restore_settings(cfg, given, saved, [k for k in saved if k not in run_only], source, may_change,
+                                    cfg.override)
+        if restored.epochs != saved["epochs"] and ckpt["epoch"] < restored.epochs:
+            print(f"--epochs {restored.epochs} (was {saved['epochs']}): the {restored.schedule} schedule is "
+                  f"recomputed over {restored.epochs} epochs; the learning rate follows the new curve from step "
+                  f"{ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
+        return restored
+    if is_ours(ckpt):
+        return restore_settings(cfg, given, ckpt["config"], model_settings, source, may_change, cfg.override)
+    if "model" not in given:
+        raise SettingsError(f"{source} records no model config (the authors' released weights?): name its model "
+                            "with --model NAME (and -T, --spec, --neuron if they differ from the model's defaults)")
+    return cfg
+
+
+def same_model(record: dict, recorded: dict, source: str) -> None:
+    """``record`` (what the settings and data build) must be the model ``source`` records, up to
+    the neuron backend (same function)."""
+    def function(r: dict) -> dict:
+        return {**r, "overrides": {k: v for k, v in r["overrides"].items() if k != "neuron_backend"}}
+    if function(record) != function(recorded):
+        raise SettingsError(f"{source} holds the model {recorded}, but these settings and data build {record}")
 
 
 # ----------------------------------------------------------------------------------------------

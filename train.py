@@ -43,10 +43,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from checkpoints import (CSV_COLUMNS, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
-                         StopFlag, check_writable, claim_folder, count, default_run_name, flag_parser, folder_lock, is_ours,
-                         new_run_folder, non_negative, nonfinite, parse_flags, positive, positive_int, probability,
-                         read_checkpoint, restore_settings, rng_state, save_checkpoint, scalar_writer, set_rng_state,
-                         setting, to_yaml, write_curves, write_log, write_text)
+                         StopFlag, count, default_run_name, flag_parser, is_ours, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
+                         read_checkpoint, rng_state, same_model, save_checkpoint, scalar_writer, set_rng_state,
+                         setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
 from data import DATASETS, DatasetInfo, DatasetNotFoundError, MixupCutmix, build_datasets
 from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
 from neurons import BACKENDS, Neuron
@@ -397,18 +396,6 @@ class Run:
     history: list[dict] = field(default_factory=list)  # one log.csv row per completed epoch
 
 
-def what_went_nonfinite(run: Run, loss: float, grad_bad: float) -> str:
-    parts = [f"the loss is {loss}"] if not math.isfinite(loss) else []
-    parts += ["the gradient norm is not finite"] if grad_bad else []
-    buffers = nonfinite(list(run.net.named_buffers()))
-    params = nonfinite(list(run.net.named_parameters()))
-    for kind, names in (("weight", params), ("BatchNorm statistics", buffers)):
-        if names:
-            parts.append(f"{len(names)} {kind} tensors are not finite ({', '.join(names[:3])}"
-                         f"{', ...' if len(names) > 3 else ''})")
-    return "; ".join(parts) or "another rank's values are not finite"
-
-
 def train_one_epoch(run: Run, loader: DataLoader, cfg: Config, ctx: Context, stop: StopFlag, steps: int) -> dict:
     """Train from step `run.step` to the end of epoch `run.epoch`; returns mean loss and accuracy."""
     run.model.train()
@@ -447,7 +434,7 @@ def train_one_epoch(run: Run, loader: DataLoader, cfg: Config, ctx: Context, sto
                              scalar(float(stop.requested))])
         loss_sum, n_correct, n, grad_bad, state_bad, stopping = all_sum(stats, ctx).tolist()
         if not math.isfinite(loss_sum) or grad_bad or state_bad:
-            raise NonFiniteError(f"{what_went_nonfinite(run, loss_sum / n, grad_bad)} at epoch {run.epoch + 1}, "
+            raise NonFiniteError(f"{what_went_nonfinite(run.net, loss_sum / n, grad_bad)} at epoch {run.epoch + 1}, "
                                  f"step {run.step} (of {steps})")
         totals += (loss_sum, n_correct, n)
         now = time.perf_counter()
@@ -533,43 +520,14 @@ def restore(run: Run, ckpt: dict, ctx: Context) -> None:
     set_rng_state(ckpt["rng"][min(ctx.rank, len(ckpt["rng"]) - 1)])
 
 
-def newer_last(resume: Path, ckpt: dict) -> str | None:
-    """If ``resume`` is not its folder's last.pth and that one is further on, say so."""
-    last = resume.parent / "last.pth"
-    if resume.name == "last.pth" or not last.exists():
-        return None
-    other = read_checkpoint(last)
-    if (other.get("epoch", 0), other.get("step", 0)) <= (ckpt["epoch"], ckpt["step"]):
-        return None
-    return (f"resuming {resume} (epoch {ckpt['epoch']}) in its own folder would overwrite the newer {last} "
-            f"(epoch {other['epoch']}) and its log rows; continue in another folder with --output DIR, "
-            f"or pass --overwrite to discard the epochs after {ckpt['epoch']}")
-
-
-def prepare_folder(cfg: Config, ckpt: dict | None, need_bytes: int, held: ExitStack) -> Path:
-    """The run folder, locked (until ``held`` closes), claimed for this run and writable."""
-    if cfg.output:
-        out = Path(cfg.output)
-    elif cfg.resume:
-        out = Path(cfg.resume).parent
-    else:
-        out = new_run_folder(Path("runs"), default_run_name(cfg.dataset, cfg.model))
-    resuming_here = cfg.resume is not None and out.resolve() == Path(cfg.resume).parent.resolve()
-    clash = newer_last(Path(cfg.resume), ckpt) if resuming_here else None
-    if clash and not cfg.overwrite:
-        raise RunFolderError(clash)
-    held.enter_context(folder_lock(out))
-    claim_folder(out, resuming_here, cfg.overwrite)
-    check_writable(out, need_bytes)
-    return out
-
-
 def run_folder(cfg: Config, ckpt: dict | None, need_bytes: int, ctx: Context, held: ExitStack) -> Path:
     """Rank 0 prepares the folder before any data is read; every rank gets its path, or the same error."""
     result = None
     if ctx.is_main:
         try:
-            result = prepare_folder(cfg, ckpt, need_bytes, held)
+            out = Path(cfg.output) if cfg.output else None
+            result = open_run_folder(out, cfg.resume and Path(cfg.resume), ckpt, cfg.overwrite, need_bytes, held,
+                                     default_run_name(cfg.dataset, cfg.model))
         except RunFolderError as e:
             result = e
     result = from_main(result, ctx)
@@ -702,31 +660,6 @@ def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, m
     return metrics
 
 
-def settings_from(ckpt: dict | None, cfg: Config, given: frozenset[str], ctx: Context) -> Config:
-    """--resume: the run's recorded settings; --eval-only: the model's. Flags may not contradict them."""
-    source = cfg.resume or cfg.checkpoint
-    if cfg.resume and not is_ours(ckpt):
-        fail(f"{source} was not written by this train.py (no recorded settings); --resume needs our last.pth "
-             "or best.pth, --eval-only --checkpoint evaluates other files")
-    if cfg.resume:
-        if ckpt["world"] != ctx.world and not cfg.override:
-            fail(f"{ctx.world} processes contradict the {ckpt['world']} recorded in {source}; pass --override")
-        restored = restore_settings(cfg, given, ckpt["config"], [k for k in ckpt["config"] if k not in RUN_ONLY],
-                                    source, MAY_CHANGE_ON_RESUME, cfg.override)
-        if restored.epochs != ckpt["config"]["epochs"] and ckpt["epoch"] < restored.epochs:
-            print(f"--epochs {restored.epochs} (was {ckpt['config']['epochs']}): the {restored.schedule} schedule "
-                  f"is recomputed over {restored.epochs} epochs; the learning rate follows the new curve from "
-                  f"step {ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
-        return restored
-    if cfg.eval_only and is_ours(ckpt):
-        return restore_settings(cfg, given, ckpt["config"], MODEL_SETTINGS, source, MAY_CHANGE_ON_RESUME,
-                                cfg.override)
-    if cfg.eval_only and "model" not in given:
-        fail(f"{source} records no model config (the authors' released weights?): name its model with --model "
-             "NAME (and -T, --spec, --neuron if they differ from the model's defaults)")
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Train, or with --eval-only evaluate; returns the metrics. Bad input exits with a message."""
     cfg, given = parse_args(argv), given_settings(argv)
@@ -741,7 +674,9 @@ def main(argv: list[str] | None = None) -> dict:
         with ExitStack() as held:
             path = cfg.resume or cfg.checkpoint
             ckpt = read_checkpoint(path, cfg.allow_pickle and cfg.eval_only) if path else None
-            cfg = with_peak_lr(settings_from(ckpt, cfg, given, ctx), ctx.world)
+            if path:
+                cfg = settings_from(ckpt, cfg, given, path, ctx.world, RUN_ONLY, MAY_CHANGE_ON_RESUME, MODEL_SETTINGS)
+            cfg = with_peak_lr(cfg, ctx.world)
             if cfg.resume and ckpt["epoch"] >= cfg.epochs and ckpt["step"] == 0:
                 return finished(ckpt, cfg, cfg.resume)
             parameters = checked_model_size(cfg)
@@ -753,8 +688,8 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             train_set, test_set, info = build_data(cfg)
             record = model_record(cfg, info)
-            if ckpt and is_ours(ckpt) and cfg.eval_only and record != ckpt["model_config"]:
-                raise CheckpointMismatchError(f"{path} holds {ckpt['model_config']}, the data builds {record}")
+            if cfg.eval_only and is_ours(ckpt) and not cfg.override:
+                same_model(record, ckpt["model_config"], path)
             net = build_model(record).to(ctx.device)
             net.checkpoint_stages = cfg.checkpoint_stages
             model = torch.compile(net) if cfg.compile else net
