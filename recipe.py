@@ -1,9 +1,9 @@
 """Training recipes: learning-rate schedules, steps per epoch, and the resolved-recipe record.
 
-    from recipe import lr_at, resolve_recipe, steps_per_epoch_for
-    steps = steps_per_epoch_for(cfg.dataset, cfg.batch_size, world_size)
-    lr = lr_at(step, cfg, steps, world_size)            # the lr of global training iteration `step`
-    record = resolve_recipe(cfg, steps, world_size)      # JSON-able; `train.py --print-recipe` prints it
+    from recipe import config_steps_per_epoch, lr_at, resolve_recipe
+    steps = config_steps_per_epoch(cfg, world_size)  # when training: the real loader's length instead
+    lr = lr_at(step, cfg, steps, world_size)         # the lr of global training iteration `step`
+    record = resolve_recipe(cfg, steps, world_size)  # JSON-able; `train.py --print-recipe` prints it
 
 Three schedule kinds, chosen by ``cfg.schedule`` (facts: docs/reference/recipes.md, "Schedules"):
 
@@ -118,6 +118,8 @@ class RecipeConfig(Protocol):
     event_cutmix: str
     random_erasing: float
     deterministic: bool
+    limit_train: int | None
+    steps_per_epoch: int | None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,6 +231,16 @@ def steps_per_epoch_for(dataset: str, batch_size: int, world_size: int = 1, drop
         raise ValueError(f"{dataset} has {n} training samples for {world_size} process(es), fewer than one "
                          f"batch of {batch_size}; lower --batch-size")
     return steps
+
+
+def config_steps_per_epoch(cfg: RecipeConfig, world_size: int = 1) -> int:
+    """Steps per epoch for ``--print-recipe``: ``cfg.steps_per_epoch`` if set, else counted from the
+    dataset's known training-split size (capped by ``cfg.limit_train``) as train.py's loader counts them."""
+    if cfg.steps_per_epoch is not None:
+        if cfg.steps_per_epoch < 1:
+            raise ValueError(f"--steps-per-epoch must be at least 1, got {cfg.steps_per_epoch}")
+        return cfg.steps_per_epoch
+    return steps_per_epoch_for(cfg.dataset, cfg.batch_size, world_size, limit=cfg.limit_train)
 
 
 # ----------------------------------------------------------------------------------------------

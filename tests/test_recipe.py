@@ -54,6 +54,8 @@ class Cfg:
     event_cutmix: str = "spatial"
     random_erasing: float = 0.0
     deterministic: bool = False
+    limit_train: int | None = None
+    steps_per_epoch: int | None = None
     workers: int = 0
 
 
@@ -358,6 +360,15 @@ def test_steps_per_epoch_counts_like_the_loader(n: int, world: int, batch: int) 
                                                 shuffle=False, drop_last=drop_last)
         loader = torch_data.DataLoader(list(range(n)), batch_size=batch, sampler=sampler, drop_last=drop_last)
         assert recipe.steps_per_epoch_for("digits-dvs", batch, world, drop_last, limit=n) == len(loader)
+
+
+def test_config_steps_per_epoch_override_and_limit() -> None:
+    cfg = config_from_yaml("dvsgesture.yaml")
+    assert recipe.config_steps_per_epoch(cfg) == 73
+    assert recipe.config_steps_per_epoch(dataclasses.replace(cfg, limit_train=100)) == 6
+    assert recipe.config_steps_per_epoch(dataclasses.replace(cfg, dataset="mine", steps_per_epoch=7)) == 7
+    with pytest.raises(ValueError, match="--steps-per-epoch must be at least 1"):
+        recipe.config_steps_per_epoch(dataclasses.replace(cfg, steps_per_epoch=0))
 
 
 def test_bad_input_is_a_clear_error() -> None:
