@@ -1,6 +1,7 @@
-"""Dataset loaders on tiny files in each dataset's real on-disk format, frame integration (DATASETS.md 3),
-the frame cache, augmentation, Mixup/CutMix, the offline digits-dvs default and every named error."""
-import math
+"""Dataset loaders on tiny files in each dataset's real on-disk format, frame integration
+(docs/reference/datasets.md, frame integration), the frame cache, event augmentation, Mixup/CutMix,
+the offline digits-dvs default and every named error."""
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import torch
 from PIL import Image
 
 import data
+import events as ev_module
 import fake_datasets as fk
-from data import DatasetNotFoundError, EventAugment, MixupCutmix, build_datasets, integrate_frames, make_events
+from augment import EventAugment
+from data import DatasetNotFoundError, MixupCutmix, build_datasets, integrate_frames
+from events import make_events
 
 
 def events(n, **kw):
@@ -20,13 +24,13 @@ def events(n, **kw):
 @pytest.fixture
 def count_integrations(monkeypatch):
     calls = []
-    original = data.integrate_frames
+    original = ev_module.integrate_frames
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data, "integrate_frames", counting)
+    monkeypatch.setattr(ev_module, "integrate_frames", counting)
     return calls
 
 
@@ -91,7 +95,7 @@ def test_aedat2_reader_swaps_and_flips_like_spikingjelly(tmp_path):
 
 def test_aedat4_reader_through_tonic(tmp_path):
     fk.write_aedat4(tmp_path / "e.aedat4", [1, 2, 3], [3, 4, 5], [6, 7, 8], [0, 1, 1])
-    got = data.read_aedat4(tmp_path / "e.aedat4")
+    got = ev_module.read_aedat4(tmp_path / "e.aedat4")
     assert got[["t", "x", "y", "p"]].tolist() == [(1, 3, 6, 0), (2, 4, 7, 1), (3, 5, 8, 1)]
 
 
@@ -112,7 +116,7 @@ def frame_sums(dataset):
 def test_gesture_original_split_windows_and_labels(tmp_path):
     fk.write_gesture_tree(tmp_path, GESTURE)
     train, test, info = build_datasets("dvsgesture", tmp_path, T=4, augment=False)
-    assert info == data.DatasetInfo("dvsgesture", 11, 2, (128, 128), 4, True)
+    assert info == data.DatasetInfo("dvsgesture", 11, 2, (128, 128), 4)
     assert len(train) == 6 and len(test) == 2
     assert train.targets == [0, 7, 7, 10, 2, 1] and test.targets == [4, 10]
     # start <= t < end: [1000, 1500) holds 50 events; 3990 itself is excluded; [1000, 1105) holds 11
@@ -135,7 +139,7 @@ def test_gesture_tonic_layout(tmp_path):
     rows = np.array([[1, 2, 0, 5], [3, 4, 1, 6], [5, 6, 1, 7]])  # x, y, p, t in ms
     fk.write_tonic_gesture_tree(tmp_path, {"train": {"user01_led": {3: rows, 10: rows[:2]}},
                                            "test": {"user24_lab": {0: rows[:1]}}})
-    assert data.read_tonic_gesture_npy(tmp_path / "DVSGesture/ibmGestureTrain/user01_led/3.npy")["t"].tolist() \
+    assert ev_module.read_tonic_gesture_npy(tmp_path / "DVSGesture/ibmGestureTrain/user01_led/3.npy")["t"].tolist() \
         == [5000, 6000, 7000]
     train, test, info = build_datasets("dvsgesture", tmp_path, T=1, augment=False)
     assert train.targets == [10, 3] and test.targets == [0]  # sorted file names: '10.npy' < '3.npy'
@@ -174,7 +178,7 @@ def test_gesture_download_uses_tonic_copy(tmp_path, monkeypatch):
 def test_cifar10dvs_originals_lexicographic_90_10_split(tmp_path):
     fk.write_cifar10dvs_tree(tmp_path / "CIFAR10DVS", per_class=11)  # files 0..10, file i has i+1 events
     train, test, info = build_datasets("cifar10dvs", tmp_path, T=2, augment=False)
-    assert info == data.DatasetInfo("cifar10dvs", 10, 2, (128, 128), 2, True)
+    assert info == data.DatasetInfo("cifar10dvs", 10, 2, (128, 128), 2)
     assert len(train) == 100 and len(test) == 10  # ceil(0.9 * 11) = 10 per class
     # string order 0, 1, 10, 2, ..., 9: the test file is index 9 (10 events), not index 10
     assert frame_sums(test) == [10] * 10 and test.targets == list(range(10))
@@ -185,7 +189,7 @@ def test_cifar10dvs_originals_lexicographic_90_10_split(tmp_path):
 
 
 def test_split_90_10_rule():
-    files = [data.Path(f"cifar10_cat_{i}.aedat") for i in range(1000)]
+    files = [Path(f"cifar10_cat_{i}.aedat") for i in range(1000)]
     train, test = data.split_90_10(files)
     assert len(train) == 900 and len(test) == 100
     indices = sorted(int(f.stem.rsplit("_", 1)[1]) for f in test)
@@ -301,7 +305,7 @@ def test_cutmix_box_same_for_all_frames_and_lambda_is_area():
 # ---------------------------------------------------------------------------------------------- digits-dvs
 
 
-SHORT_SACCADE = data.DigitsDVSConfig(steps=30)  # the default pipeline with a tenth of the simulation work
+SHORT_SACCADE = ev_module.DigitsDVSConfig(steps=30)  # the default pipeline with a tenth of the simulation work
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +318,7 @@ def digits_dir(tmp_path_factory):
 def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     train, test, info = build_datasets("digits-dvs", digits_dir, digits_config=SHORT_SACCADE)
     assert count_integrations == []  # frames come from the cache built by the fixture
-    assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4, True)
+    assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4)
     assert (len(train), len(test)) == (1437, 360)
     per_class = np.bincount(np.concatenate([train.targets, test.targets]))
     assert np.all(np.abs(np.bincount(test.targets) - 0.2 * per_class) <= 1)  # stratified
@@ -340,10 +344,10 @@ def test_digit_simulation_deterministic_and_plausible():
     from sklearn.datasets import load_digits
 
     images = load_digits().images[:12] / 16.0
-    cfg = data.DigitsDVSConfig(steps=60)
-    (a, off_a), (b, off_b) = data.simulate_digit_events(images, cfg, seed=3), data.simulate_digit_events(images, cfg, seed=3)
+    cfg = ev_module.DigitsDVSConfig(steps=60)
+    (a, off_a), (b, off_b) = ev_module.simulate_digit_events(images, cfg, seed=3), ev_module.simulate_digit_events(images, cfg, seed=3)
     assert np.array_equal(a, b) and np.array_equal(off_a, off_b)
-    c, _ = data.simulate_digit_events(images, cfg, seed=4)
+    c, _ = ev_module.simulate_digit_events(images, cfg, seed=4)
     assert not np.array_equal(a, c)
     assert off_a[0] == 0 and off_a[-1] == len(a) and np.all(np.diff(off_a) > 100)
     for i in range(12):
@@ -355,7 +359,7 @@ def test_digit_simulation_deterministic_and_plausible():
 def test_default_simulation_events_per_digit():
     from sklearn.datasets import load_digits
 
-    _, offsets = data.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
+    _, offsets = ev_module.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
     per_digit = np.diff(offsets)  # OFFLINE_DEFAULT.md: about 2,400 events per digit
     assert 1000 < per_digit.min() and per_digit.max() < 5000 and 2000 < per_digit.mean() < 2800
 
@@ -374,11 +378,12 @@ def test_cifar_transforms_shapes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     for train in (True, False):
-        x = data.cifar_transforms(train, crop_padding=4)(image)
+        x = data.cifar_transforms(train)(image)
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     plain = data.cifar_transforms(False)(image)
-    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(data.CIFAR_MEAN)[:, None, None]) \
-        / torch.tensor(data.CIFAR_STD)[:, None, None]
+    mean, std = data.NORMALIZATION["cifar10"]
+    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(mean)[:, None, None]) \
+        / torch.tensor(std)[:, None, None]
     assert torch.allclose(plain, expected, atol=1e-6)
 
 
@@ -395,7 +400,7 @@ def test_imagenet_image_folder(tmp_path):
     write_image_folder(tmp_path / "train", ["n01", "n02"])
     write_image_folder(tmp_path / "val", ["n01", "n02"], n=1)
     train, val, info = build_datasets("imagenet", tmp_path)
-    assert info == data.DatasetInfo("imagenet", 2, 3, (224, 224), None, False)
+    assert info == data.DatasetInfo("imagenet", 2, 3, (224, 224), None)
     assert (len(train), len(val)) == (4, 2)
     for dataset in (train, val):
         x, label = dataset[1]
@@ -415,7 +420,3 @@ def test_bad_names_and_T(tmp_path):
     with pytest.raises(ValueError, match="T must be a positive"):
         build_datasets("dvsgesture", tmp_path, T=0)
 
-
-def test_datasets_tuple():
-    assert data.DATASETS == ("digits-dvs", "dvsgesture", "cifar10dvs", "cifar10", "cifar100", "imagenet")
-    assert math.isclose(EventAugment().translate * 128, 5.0)

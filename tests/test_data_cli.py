@@ -34,8 +34,9 @@ def test_show_index_and_errors(gesture_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         data.main(["show", "dvsgesture", "--data-dir", str(gesture_dir), "--index", "5"])
     assert "--index [5] outside the train split's 0..1" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="cifar10dvs: dataset not found"):
+    with pytest.raises(SystemExit) as exit_info:
         data.main(["show", "cifar10dvs", "--data-dir", str(tmp_path / "empty")])
+    assert exit_info.value.code == 2 and "cifar10dvs: dataset not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="'cifar10' is not an event dataset"):
         data.event_samples("cifar10")
 
