@@ -1,6 +1,6 @@
 """Augmentation for Max-Former training: event samples, images, and whole batches.
 
-    policy = POLICIES["authors-cifar"](fill=mean_fill(NORMALIZATION_MEAN))   # one PIL image in, one out
+    policy = POLICIES["authors-cifar"](fill=mean_fill((0.5071, 0.4867, 0.4408)))   # PIL image in and out
     x, soft_targets = MixupCutmix(num_classes=10, mixup_alpha=0.5, cutmix_alpha=0.5)(x, y)
     x = erase_batch(x, p=0.25)        # CIFAR: random erasing after mixing, as the authors run it
 
@@ -284,6 +284,26 @@ def erase_batch(x: Tensor, p: float = 0.25, generator: torch.Generator | None = 
 EVENT_CUTMIX = ("spatial", "authors")
 
 
+def cutmix_box(h: int, w: int, lam: float) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: a box of sides ``sqrt(1 - lam)`` of ``h`` and ``w``, centred at a uniformly
+    drawn pixel and clipped to the image (so it may cover less than ``1 - lam``)."""
+    ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    return max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+
+
+def paste_box(x: Tensor, box: tuple[int, int, int, int], event_cutmix: str = "spatial") -> Tensor:
+    """``x`` with the box of the reversed batch pasted in: on the last two dimensions ("spatial"), or on
+    dimensions 2 and 3 ("authors", which differs from "spatial" only for ``[B, T, C, H, W]`` batches)."""
+    y0, y1, x0, x1 = box
+    x = x.clone()
+    if event_cutmix == "authors":
+        x[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+    else:
+        x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
+    return x
+
+
 class MixupCutmix:
     """Batch-level Mixup (Zhang et al. 2018) / CutMix (Yun et al. 2019) with label smoothing.
 
@@ -328,15 +348,8 @@ class MixupCutmix:
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
             if cutmix:
                 h, w = x.shape[-2:]
-                ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-                cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
-                y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-                x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-                x = x.clone()
-                if self.event_cutmix == "authors":
-                    x[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
-                else:
-                    x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
+                y0, y1, x0, x1 = cutmix_box(h, w, lam)
+                x = paste_box(x, (y0, y1, x0, x1), self.event_cutmix)
                 lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
             else:
                 x = x * lam + x.flip(0) * (1.0 - lam)
