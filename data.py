@@ -143,7 +143,9 @@ def _check_writable_folder(path: Path, flag: str, why: str, parents: bool) -> No
     ancestor = path.parent
     while parents and not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if not ancestor.is_dir():
+    if ancestor.exists() and not ancestor.is_dir():
+        raise DataDirError(f"{flag} {path} cannot be created: {ancestor} is not a folder")
+    if not ancestor.exists():
         raise DataDirError(f"{flag} {path} does not exist, nor does its parent {ancestor}; create it first")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise DataDirError(f"{flag} {path} does not exist and cannot be created ({ancestor} is not writable), "
@@ -596,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(f"-T ({T}) and --samples ({args.samples}) must be positive")
     out = Path(args.out).expanduser()
     try:
-        _check_writable_folder(out.parent, "--out", "the PNG is written there", parents=True)
+        _check_writable_folder(out.parent, "the --out folder", "the PNG is written there", parents=True)
         samples, size = event_samples(args.dataset, args.data_dir, args.split, args.download)
         if args.index:
             bad = [i for i in args.index if not 0 <= i < len(samples)]

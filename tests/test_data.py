@@ -236,6 +236,118 @@ def test_cache_default_location_under_data_dir(tmp_path):
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "dvsgesture").iterdir()) == ["test", "train"]
 
 
+def cache_files(cache, split):
+    folder, = (cache / "dvsgesture").glob(f"{split}-*")
+    return sorted(folder.glob("*.npz"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty-archive", "nan", "inf"])
+def test_bad_cache_file_named_with_the_command_that_rebuilds_it(tmp_path, count_integrations, damage):
+    """A corrupt or non-finite cache file is a DataFileError naming it and the rm that rebuilds it;
+    after the rm the next build integrates that one file again and the sample is back."""
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    _, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
+    good = test[1][0].clone()
+    file = cache_files(tmp_path / "cache", "test")[1]
+    if damage == "garbage":
+        file.write_bytes(b"PK\x03\x04 not really a zip")
+    elif damage == "empty-archive":
+        ev_module.save_npz(file, compressed=True, other=np.zeros(3))
+    else:
+        frames = good.numpy().copy()
+        frames[0, 0, 0, 0] = np.nan if damage == "nan" else np.inf
+        ev_module.save_npz(file, compressed=True, frames=frames)
+    with pytest.raises(data.DataFileError, match=f"{file}: .*rm '{file}'") as err:
+        test[1]
+    assert ("non-finite" in str(err.value)) == (damage in ("nan", "inf"))
+    assert test[0][0].shape == (2, 2, 128, 128)  # the other files still load
+    file.unlink()
+    calls = len(count_integrations)
+    _, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
+    assert len(count_integrations) == calls + 1 and torch.equal(test[1][0], good)
+
+
+def test_bad_labels_csv_names_the_file(tmp_path):
+    folder = fk.write_gesture_tree(tmp_path, GESTURE)
+    csv = folder / "user02_led_labels.csv"
+    for rows in ("3,1000,2000\nthree,2000,3990\n", "12,1000,2000\n", "3,2000,1000\n", "3,1000\n"):
+        csv.write_text("class,startTime_usec,endTime_usec\n" + rows)
+        with pytest.raises(data.DataFileError, match=f"{csv}: expected .*class 1..11 and start < end"):
+            build_datasets("dvsgesture", tmp_path, T=2)
+
+
+def test_out_of_range_events_and_bad_event_files_name_the_file(tmp_path):
+    trial = fk.regular_events(20, t0=1000)
+    trial["x"][5] = 200  # AEDAT 3.1 stores 15-bit x; the DVS128 sensor has 128 columns
+    folder = fk.write_gesture_tree(tmp_path / "gesture", {"user01_led": ("train", trial, [(1, 1000, 1200)]),
+                                                          "user24_led": ("test", trial, [(2, 1000, 1040)])})
+    with pytest.raises(data.DataFileError, match=f"{folder / 'user01_led.aedat'}: sample user01_led_0_0: "
+                                                 r"event coordinates x in \[0, 200\].*outside the 128x128"):
+        build_datasets("dvsgesture", tmp_path / "gesture", T=2)
+    raw = bytearray((folder / "user24_led.aedat").read_bytes())
+    end = raw.find(b"#!END-HEADER\r\n") + 14
+    raw[end + 20:end + 24] = (-5).to_bytes(4, "little", signed=True)  # capacity of the first packet
+    (folder / "user24_led.aedat").write_bytes(bytes(raw))
+    with pytest.raises(data.DataFileError, match="user24_led.aedat: corrupt AEDAT 3.1 packet header"):
+        data.read_aedat31(folder / "user24_led.aedat")
+    (tmp_path / "x.aedat4").write_bytes(b"#!AER-DAT4.0\r\n" + b"\x01" * 50)
+    with pytest.raises(data.DataFileError, match="x.aedat4: not a readable AEDAT 4.0 file"):
+        ev_module.read_aedat4(tmp_path / "x.aedat4")
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(data.DataFileError, match="x.npy: not a readable .npy event array"):
+        ev_module.read_tonic_gesture_npy(tmp_path / "x.npy")
+    fk.write_tonic_gesture_tree(tmp_path / "tonic", {"train": {"user01_led": {11: np.array([[1, 1, 1, 1]])}},
+                                                     "test": {"user24_lab": {0: np.array([[1, 1, 1, 1]])}}})
+    with pytest.raises(data.DataFileError, match="11.npy: tonic's Gesture files are named <label>.npy with label 0..10"):
+        build_datasets("dvsgesture", tmp_path / "tonic", T=1)
+
+
+def test_missing_data_dir_is_an_error_before_anything_is_created(tmp_path):
+    """A dataset read from disk needs an existing --data-dir; digits-dvs (generated) may create its
+    folder when the parent exists. Nothing is created on the way to an error."""
+    missing = tmp_path / "nonexistent"
+    for name in ("dvsgesture", "cifar10dvs", "cifar10", "imagenet"):
+        with pytest.raises(DatasetNotFoundError, match=f"(?s){name}: dataset not found.*--data-dir {missing} does not exist"):
+            build_datasets(name, missing)
+    with pytest.raises(data.DataDirError, match="nor does its parent"):
+        build_datasets("digits-dvs", tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+    assert data.check_data_dir(missing, "digits-dvs") == missing and not missing.exists()
+    assert data.check_data_dir(missing, "dvsgesture", download=True) == missing
+    (tmp_path / "file").write_text("")
+    with pytest.raises(data.DataDirError, match="is not a folder"):
+        data.check_data_dir(tmp_path / "file", "cifar10")
+    with pytest.raises(data.DataDirError, match=f"--cache-dir .* cannot be created: {tmp_path / 'file'} is not a folder"):
+        data.check_data_dir(tmp_path, "dvsgesture", cache_dir=tmp_path / "file" / "cache" / "frames")
+
+
+def test_read_only_data_dir(tmp_path, monkeypatch):
+    """Event data caches its frames under --data-dir unless --cache-dir points elsewhere; images do not
+    write, so a read-only folder serves them."""
+    real_access = data.os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    with pytest.raises(data.DataDirError, match=f"--data-dir {tmp_path} is not writable.*--cache-dir"):
+        data.check_data_dir(tmp_path, "dvsgesture")
+    assert data.check_data_dir(tmp_path, "cifar10") == tmp_path
+    assert data.check_data_dir(tmp_path, "dvsgesture", cache_dir=tmp_path.parent / "cache") == tmp_path
+    with pytest.raises(data.DataDirError, match="not writable, and the download goes there"):
+        data.check_data_dir(tmp_path, "cifar10", download=True)
+
+
+def test_seeded_subset_is_a_seeded_permutation_prefix():
+    """The first n of torch.randperm under Generator().manual_seed(seed) (spectrum.py's choice and, for
+    seed 0, train.py's --limit-train/--limit-test)."""
+    dataset = list(range(50))
+    for seed in (0, 7):
+        sub = data.seeded_subset(dataset, 10, seed)
+        assert sub.indices == torch.randperm(50, generator=torch.Generator().manual_seed(seed))[:10].tolist()
+        assert [sub[i] for i in range(10)] == sub.indices
+    assert data.seeded_subset(dataset, 10, 0).indices != data.seeded_subset(dataset, 10, 1).indices
+    assert sorted(data.seeded_subset(dataset, 80, 0).indices) == dataset
+    with pytest.raises(ValueError, match="at least one sample"):
+        data.seeded_subset(dataset, 0, 0)
+
+
 # ---------------------------------------------------------------------------------------------- augmentation
 
 
