@@ -131,50 +131,52 @@ class DataDirError(ValueError):
 DATA_ERRORS = (DatasetNotFoundError, DataDirError, DataFileError)  # bad input a command line reports in one message
 
 
-def _check_writable_folder(path: Path, flag: str, why: str, parents: bool) -> None:
+def _check_writable_folder(path: Path, what: str, hint: str, parents: bool) -> None:
     """``path`` is a writable folder, or one that can be made: its parent (with ``parents``, its nearest
-    existing ancestor) is a writable folder."""
+    existing ancestor) is a writable folder. ``hint`` ends the message of an unwritable one."""
     if path.exists():
         if not path.is_dir():
-            raise DataDirError(f"{flag} {path} is not a folder")
+            raise DataDirError(f"{what} {path} is not a folder")
         if not os.access(path, os.W_OK | os.X_OK):
-            raise DataDirError(f"{flag} {path} is not writable, and {why}")
+            raise DataDirError(f"{what} {path} is not writable{hint}")
         return
     ancestor = path.parent
     while parents and not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if ancestor.exists() and not ancestor.is_dir():
-        raise DataDirError(f"{flag} {path} cannot be created: {ancestor} is not a folder")
+        raise DataDirError(f"{what} {path} cannot be created: {ancestor} is not a folder")
     if not ancestor.exists():
-        raise DataDirError(f"{flag} {path} does not exist, nor does its parent {ancestor}; create it first")
+        raise DataDirError(f"{what} {path} does not exist, nor does its parent {ancestor}; create it first")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DataDirError(f"{flag} {path} does not exist and cannot be created ({ancestor} is not writable), "
-                           f"and {why}")
+        raise DataDirError(f"{what} {path} cannot be created: {ancestor} is not writable{hint}")
 
 
 def check_data_dir(path: str | Path | None, dataset: str | None = None, download: bool = False,
-                   cache_dir: str | Path | None = None) -> Path:
+                   cache_dir: str | Path | None = None, *, writes_cache: bool = True) -> Path:
     """The data folder as a ``Path`` once it is known to be usable for ``dataset``; creates nothing.
 
     A dataset read from disk (or ``dataset=None``) needs an existing folder, unless ``download`` may
     fetch it into a new one; digits-dvs is generated, so its folder may be created if its parent
-    exists. Folders that will be written must be writable: the download target, and the frame cache
-    of event data (``cache_dir``, by default ``<path>/cache``). A missing folder of a dataset on disk
-    raises ``DatasetNotFoundError``, anything else unusable ``DataDirError``.
+    exists. What will be written must be writable: the download target, and for event data (unless
+    ``writes_cache`` is False) the frame cache, ``cache_dir`` or by default ``<path>/cache``. A missing
+    folder of a dataset on disk raises ``DatasetNotFoundError``, anything else unusable ``DataDirError``.
     """
     root = Path(path or DEFAULT_DATA_DIR).expanduser()
     if root.exists() and not root.is_dir():
         raise DataDirError(f"--data-dir {root} is not a folder")
-    if not root.exists() and not (dataset == "digits-dvs" or download):
-        what = dataset or "the dataset"
-        raise DatasetNotFoundError(what, [root], f"an existing folder holding {what} (--data-dir {root} does "
-                                   "not exist)", *OBTAIN.get(dataset or "", ("its publisher", None)))
-    caches = dataset in EVENT_DATASETS
-    if download or caches and cache_dir is None:
-        why = "the download goes there" if download else f"event frames are cached in {root / 'cache'} (or pass --cache-dir)"
-        _check_writable_folder(root, "--data-dir", why, parents=False)
-    if caches and cache_dir is not None:
-        _check_writable_folder(Path(cache_dir).expanduser(), "--cache-dir", "event frames are cached there", parents=True)
+    if not root.exists():
+        if not (dataset == "digits-dvs" or download):
+            what = dataset or "the dataset"
+            raise DatasetNotFoundError(what, [root], f"an existing folder holding {what} (--data-dir {root} does "
+                                       "not exist)", *OBTAIN.get(dataset or "", ("its publisher", None)))
+        _check_writable_folder(root, "--data-dir", "", parents=False)
+    elif download:
+        _check_writable_folder(root, "--data-dir", " (the download goes there)", parents=False)
+    if dataset in EVENT_DATASETS and writes_cache:
+        if cache_dir is None:
+            _check_writable_folder(root / "cache", "the frame cache", "; pass a writable --cache-dir", parents=True)
+        else:
+            _check_writable_folder(Path(cache_dir).expanduser(), "--cache-dir", "", parents=True)
     return root
 
 
@@ -519,7 +521,7 @@ def event_samples(name: str, data_dir: str | None = None, split: str = "train", 
     """The raw event samples of one split of an event dataset, and the sensor size ``(H, W)``."""
     if name not in EVENT_DATASETS:
         raise ValueError(f"{name!r} is not an event dataset; use {', '.join(EVENT_DATASETS)}")
-    root = check_data_dir(data_dir, name, download)
+    root = check_data_dir(data_dir, name, download, writes_cache=name == "digits-dvs")  # its events are cached
     splits, size, _ = _event_splits(name, root, root / "cache", download, seed, "ibm", DigitsDVSConfig())
     return splits[split][0], size
 

@@ -326,11 +326,15 @@ def test_read_only_data_dir(tmp_path, monkeypatch):
     write, so a read-only folder serves them."""
     real_access = data.os.access
     monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
-    with pytest.raises(data.DataDirError, match=f"--data-dir {tmp_path} is not writable.*--cache-dir"):
+    with pytest.raises(data.DataDirError, match=f"the frame cache {tmp_path / 'cache'} cannot be created: "
+                                                f"{tmp_path} is not writable; pass a writable --cache-dir"):
         data.check_data_dir(tmp_path, "dvsgesture")
+    assert data.check_data_dir(tmp_path, "dvsgesture", writes_cache=False) == tmp_path
+    (tmp_path / "cache").mkdir()  # a writable cache inside a read-only folder serves
+    assert data.check_data_dir(tmp_path, "dvsgesture") == tmp_path
     assert data.check_data_dir(tmp_path, "cifar10") == tmp_path
     assert data.check_data_dir(tmp_path, "dvsgesture", cache_dir=tmp_path.parent / "cache") == tmp_path
-    with pytest.raises(data.DataDirError, match="not writable, and the download goes there"):
+    with pytest.raises(data.DataDirError, match=f"--data-dir {tmp_path} is not writable \\(the download goes there\\)"):
         data.check_data_dir(tmp_path, "cifar10", download=True)
 
 
