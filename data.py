@@ -75,6 +75,8 @@ SPIKINGJELLY_GESTURE_TARGET = (0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 2)
 
 @dataclass
 class DatasetInfo:
+    """What a model needs to know about a dataset's samples."""
+
     name: str
     num_classes: int
     in_channels: int
@@ -284,6 +286,7 @@ def _find_gesture(data_dir: Path, download: bool, label_map: Sequence[int]):
 # ----------------------------------------------------------------------------------------------------
 # CIFAR10-DVS.
 
+
 def split_90_10(files: Sequence[Path], train_ratio: float = 0.9) -> tuple[list[Path], list[Path]]:
     """The authors' per-class split: file names in string order, the first ceil(0.9 n) for training."""
     ordered = sorted(files, key=lambda p: p.name)
@@ -317,6 +320,9 @@ def _find_cifar10dvs(data_dir: Path, download: bool):
             splits[split][1].extend(part)
     return splits
 
+
+# ----------------------------------------------------------------------------------------------------
+# digits-dvs: the offline default, simulated once by events.simulate_digit_events.
 
 
 def _digit_slice(read: Callable[[Path], dict], path: Path, i: int) -> np.ndarray:

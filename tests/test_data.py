@@ -451,6 +451,16 @@ def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     assert x.sum(dim=(1, 2, 3)).tolist() == [n // 4] * 3 + [n - 3 * (n // 4)]
 
 
+def test_corrupt_digit_events_named(digits_dir, tmp_path):
+    """A damaged simulated-events file is a DataFileError naming it and the rm that re-simulates it."""
+    events_file, = (digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
+    (tmp_path / "digits-dvs").mkdir()
+    damaged = tmp_path / "digits-dvs" / events_file.name
+    damaged.write_bytes(events_file.read_bytes()[:1000])
+    with pytest.raises(data.DataFileError, match=f"{damaged}: corrupt simulated digit events.*rm '{damaged}'"):
+        build_datasets("digits-dvs", digits_dir, cache_dir=tmp_path, digits_config=SHORT_SACCADE)
+
+
 def test_digits_T_override(digits_dir):
     train, test, info = build_datasets("digits-dvs", digits_dir, T=2, augment=False, digits_config=SHORT_SACCADE)
     assert info.T == 2 and train[0][0].shape == (2, 2, 24, 24)
