@@ -22,6 +22,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from torch import Tensor
 
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes live in [0, 10]; 9 is the paper recipes' value
+Fill = tuple[int, int, int]  # RGB fill colour, 0..255
+Op = Callable[[Image.Image, float, Fill], Image.Image]  # op(image, signed magnitude, fill)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,72 +82,72 @@ class EventAugment:
 # RandAugment on PIL images (uint8 RGB). Magnitude M in [0, 10]; signed ops take a random sign per call.
 
 
-def mean_fill(mean: tuple[float, float, float]) -> tuple[int, int, int]:
+def mean_fill(mean: tuple[float, float, float]) -> Fill:
     """The fill colour of the affine ops: the dataset's mean pixel in 0..255, rounded."""
     return tuple(min(255, round(255 * m)) for m in mean)
 
 
-def _affine(img: Image.Image, coeffs: tuple[float, ...], fill: tuple[int, int, int]) -> Image.Image:
+def _affine(img: Image.Image, coeffs: tuple[float, ...], fill: Fill) -> Image.Image:
     """PIL affine warp, bicubic: output pixel (x, y) samples the input at (a x + b y + c, d x + e y + f)."""
     return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BICUBIC,
                          fillcolor=fill)
 
 
-def _rotate(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _rotate(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Counter-clockwise by 3 M degrees (27 at M = 9) about the image centre."""
     return img.rotate(m / MAX_MAGNITUDE * 30.0, resample=Image.Resampling.BICUBIC, fillcolor=fill)
 
 
-def _shear_x(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _shear_x(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Row y moves left by 0.03 M y pixels (shear about the top-left corner)."""
     return _affine(img, (1, m / MAX_MAGNITUDE * 0.3, 0, 0, 1, 0), fill)
 
 
-def _shear_y(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _shear_y(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     return _affine(img, (1, 0, 0, m / MAX_MAGNITUDE * 0.3, 1, 0), fill)
 
 
-def _translate_x(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _translate_x(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Content moves left by 0.045 M of the width (13 px of 32 at M = 9)."""
     return _affine(img, (1, 0, m / MAX_MAGNITUDE * 0.45 * img.size[0], 0, 1, 0), fill)
 
 
-def _translate_y(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _translate_y(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     return _affine(img, (1, 0, 0, 0, 1, m / MAX_MAGNITUDE * 0.45 * img.size[1]), fill)
 
 
-def _enhance(kind: type) -> Callable[[Image.Image, float, tuple[int, int, int]], Image.Image]:
+def _enhance(kind: type) -> Op:
     """A PIL ImageEnhance op with blend factor 1 + 0.09 M (M signed), at least 0.1."""
-    def op(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+    def op(img: Image.Image, m: float, fill: Fill) -> Image.Image:
         return kind(img).enhance(max(0.1, 1.0 + m / MAX_MAGNITUDE * 0.9))
     return op
 
 
-def _posterize(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _posterize(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Keep 4 - int(0.4 M) bits per channel (1 bit at M = 9)."""
     return ImageOps.posterize(img, 4 - int(m / MAX_MAGNITUDE * 4))
 
 
-def _solarize(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _solarize(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Invert the values at or above 256 - int(25.6 M) (26 at M = 9)."""
     return ImageOps.solarize(img, 256 - int(m / MAX_MAGNITUDE * 256))
 
 
-def _solarize_add(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+def _solarize_add(img: Image.Image, m: float, fill: Fill) -> Image.Image:
     """Add int(11 M) (99 at M = 9) to the values below 128, capped at 255."""
     add = int(m / MAX_MAGNITUDE * 110)
     return img.point([min(255, v + add) if v < 128 else v for v in range(256)] * len(img.getbands()))
 
 
-def _unary(fn: Callable[[Image.Image], Image.Image]) -> Callable[[Image.Image, float, tuple[int, int, int]], Image.Image]:
+def _unary(fn: Callable[[Image.Image], Image.Image]) -> Op:
     """An op without magnitude."""
-    def op(img: Image.Image, m: float, fill: tuple[int, int, int]) -> Image.Image:
+    def op(img: Image.Image, m: float, fill: Fill) -> Image.Image:
         return fn(img)
     return op
 
 
 # name: (op(img, signed magnitude, fill), whether the magnitude takes a random sign)
-RANDAUGMENT_OPS: dict[str, tuple[Callable[[Image.Image, float, tuple[int, int, int]], Image.Image], bool]] = {
+RANDAUGMENT_OPS: dict[str, tuple[Op, bool]] = {
     "AutoContrast": (_unary(ImageOps.autocontrast), False),
     "Equalize": (_unary(ImageOps.equalize), False),
     "Invert": (_unary(ImageOps.invert), False),
@@ -165,7 +167,7 @@ RANDAUGMENT_OPS: dict[str, tuple[Callable[[Image.Image, float, tuple[int, int, i
 
 
 def apply_op(img: Image.Image, name: str, magnitude: float, sign: float = 1.0,
-             fill: tuple[int, int, int] = (128, 128, 128)) -> Image.Image:
+             fill: Fill = (128, 128, 128)) -> Image.Image:
     """One RandAugment op at a fixed magnitude (0..10) and sign (+1 or -1; ignored by unsigned ops)."""
     if name not in RANDAUGMENT_OPS:
         raise ValueError(f"unknown RandAugment op {name!r}; choose one of {', '.join(RANDAUGMENT_OPS)}")
@@ -185,7 +187,7 @@ class RandAugment:
     ops: tuple[str, ...]
     num_ops: int
     magnitude_std: float
-    fill: tuple[int, int, int]
+    fill: Fill
     prob: float = 0.5
     magnitude: float = 9.0
 
@@ -214,7 +216,7 @@ class RandAugmentCIFAR(RandAugment):
     ops: tuple[str, ...] = ("Equalize", "Rotate", "ShearX", "TranslateXRel", "TranslateYRel")
     num_ops: int = 1
     magnitude_std: float = 0.4
-    fill: tuple[int, int, int] = (125, 123, 114)  # CIFAR-10's mean pixel
+    fill: Fill = (125, 123, 114)  # CIFAR-10's mean pixel
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class RandAugmentImageNet(RandAugment):
     ops: tuple[str, ...] = tuple(RANDAUGMENT_OPS)
     num_ops: int = 2
     magnitude_std: float = 0.5
-    fill: tuple[int, int, int] = (124, 116, 104)  # ImageNet's mean pixel
+    fill: Fill = (124, 116, 104)  # ImageNet's mean pixel
 
 
 POLICIES: dict[str, type[RandAugment]] = {"authors-cifar": RandAugmentCIFAR, "timm-imagenet": RandAugmentImageNet}
