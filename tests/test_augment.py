@@ -1,7 +1,7 @@
 """augment.py against the recipe facts (docs/reference/recipes.md, image augmentation and CutMix on
-event batches): each RandAugment op's geometry and values at a fixed magnitude and sign, the
-policies' per-op probability and magnitude noise, the fill colours and CIFAR-100's own statistics,
-random erasing, and both CutMix modes on a hand-checkable event batch."""
+event batches): event-sample augmentation and Mixup/CutMix; each RandAugment op's geometry and values
+at a fixed magnitude and sign; the policies' per-op probability and magnitude noise; the fill colours
+and CIFAR-100's own statistics; random erasing; both CutMix modes on a hand-checkable event batch."""
 import math
 
 import numpy as np
@@ -11,8 +11,8 @@ from PIL import Image
 
 import augment
 import data
-from augment import (POLICIES, MixupCutmix, RandAugmentCIFAR, RandAugmentImageNet, RandomErasing, apply_op,
-                     erase_batch, mean_fill, paste_box)
+from augment import (POLICIES, EventAugment, MixupCutmix, RandAugmentCIFAR, RandAugmentImageNet, RandomErasing,
+                     apply_op, erase_batch, mean_fill, paste_box)
 
 FILL = (125, 123, 114)
 
@@ -32,6 +32,64 @@ def bright_centroids(img, axis):
     m = np.where(red(img) > 150, red(img), 0)
     pos = np.arange(m.shape[axis])
     return (m * (pos if axis == 1 else pos[:, None])).sum(axis) / m.sum(axis)
+
+
+# ---------------------------------------------------------------------------------------------- event samples, Mixup/CutMix
+
+
+@pytest.mark.parametrize("op", ["identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout"])
+def test_event_augment_same_op_on_every_frame(op):
+    torch.manual_seed(0)
+    frame = torch.randint(0, 4, (1, 2, 32, 32)).float()
+    x = frame.repeat(5, 1, 1, 1)
+    for _ in range(10):
+        out = EventAugment(ops=(op,))(x)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert all(torch.equal(out[0], out[t]) for t in range(1, 5))
+
+
+def test_event_augment_flip_and_cutout():
+    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float32).view(2, 2, 4, 6) + 1
+    assert torch.equal(EventAugment(flip_p=1.0, ops=("identity",))(x), x.flip(-1))
+    assert torch.equal(EventAugment(flip_p=0.0, ops=("identity",))(x), x)
+    out = EventAugment(flip_p=0.0, ops=("cutout",))(x)
+    zeroed = out == 0
+    assert zeroed.any() and torch.equal(zeroed[0], zeroed[1]) and torch.equal(out[~zeroed], x[~zeroed])
+    with pytest.raises(ValueError, match="unknown EventAugment op 'solarize'"):
+        EventAugment(ops=("solarize",))(x)
+
+
+def test_mixup_cutmix_targets_and_smoothing():
+    y = torch.tensor([0, 3, 3, 9])
+    x = torch.randn(4, 3, 8, 8)
+    out, target = MixupCutmix(10, prob=0.0)(x, y)
+    assert torch.equal(out, x) and target.shape == (4, 10)
+    assert torch.allclose(target[0, 0], torch.tensor(0.91)) and torch.allclose(target[0, 1], torch.tensor(0.01))
+    torch.manual_seed(0)
+    for _ in range(20):
+        out, target = MixupCutmix(10)(x, y)
+        assert out.shape == x.shape and torch.allclose(target.sum(1), torch.ones(4))
+
+
+def test_mixup_blends_with_reversed_batch():
+    torch.manual_seed(1)
+    x, y = torch.randn(4, 2, 2, 6, 6), torch.tensor([0, 1, 2, 3])
+    out, target = MixupCutmix(4, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.0)(x, y)
+    lam = float(target[0, 0])
+    assert torch.allclose(target[0, 3], torch.tensor(1 - lam))
+    assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
+
+
+def test_cutmix_box_same_for_all_frames_and_lambda_is_area():
+    torch.manual_seed(2)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 2, 16, 16).clone()  # [B, T, C, H, W]
+    y = torch.tensor([0, 1, 2, 3])
+    for _ in range(10):
+        out, target = MixupCutmix(4, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)(x, y)
+        pasted = out[0] == 3  # sample 0 receives a box from sample 3
+        assert torch.equal(pasted, pasted[:1, :1].expand_as(pasted))  # same box in every frame and channel
+        assert torch.allclose(target[0, 3], pasted[0, 0].float().mean())
+        assert torch.allclose(target[0, 0] + target[0, 3], torch.tensor(1.0))
 
 
 # ---------------------------------------------------------------------------------------------- geometry

@@ -1,6 +1,6 @@
 """Dataset loaders on tiny files in each dataset's real on-disk format, frame integration
-(docs/reference/datasets.md, frame integration), the frame cache, event augmentation, Mixup/CutMix,
-the offline digits-dvs default and every named error."""
+(docs/reference/datasets.md, frame integration), the frame cache, the offline digits-dvs default,
+the data-folder checks and every named error. Augmentation itself: tests/test_augment.py."""
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import data
 import events as ev_module
 import fake_datasets as fk
 from augment import EventAugment
-from data import DatasetNotFoundError, MixupCutmix, build_datasets, integrate_frames
+from data import DatasetNotFoundError, build_datasets, integrate_frames
 from events import make_events
 
 
@@ -355,67 +355,12 @@ def test_seeded_subset_is_a_seeded_permutation_prefix():
 # ---------------------------------------------------------------------------------------------- augmentation
 
 
-@pytest.mark.parametrize("op", ["identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout"])
-def test_event_augment_same_op_on_every_frame(op):
-    torch.manual_seed(0)
-    frame = torch.randint(0, 4, (1, 2, 32, 32)).float()
-    x = frame.repeat(5, 1, 1, 1)
-    for _ in range(10):
-        out = EventAugment(ops=(op,))(x)
-        assert out.shape == x.shape and out.dtype == x.dtype
-        assert all(torch.equal(out[0], out[t]) for t in range(1, 5))
-
-
-def test_event_augment_flip_and_cutout():
-    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float32).view(2, 2, 4, 6) + 1
-    assert torch.equal(EventAugment(flip_p=1.0, ops=("identity",))(x), x.flip(-1))
-    assert torch.equal(EventAugment(flip_p=0.0, ops=("identity",))(x), x)
-    out = EventAugment(flip_p=0.0, ops=("cutout",))(x)
-    zeroed = out == 0
-    assert zeroed.any() and torch.equal(zeroed[0], zeroed[1]) and torch.equal(out[~zeroed], x[~zeroed])
-    with pytest.raises(ValueError, match="unknown EventAugment op 'solarize'"):
-        EventAugment(ops=("solarize",))(x)
-
-
 def test_train_set_augmented_test_set_not(tmp_path):
     fk.write_gesture_tree(tmp_path, GESTURE)
     train, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
     assert isinstance(train.transform, EventAugment) and test.transform is None
     train, _, _ = build_datasets("dvsgesture", tmp_path, T=2, augment=False)
     assert train.transform is None
-
-
-def test_mixup_cutmix_targets_and_smoothing():
-    y = torch.tensor([0, 3, 3, 9])
-    x = torch.randn(4, 3, 8, 8)
-    out, target = MixupCutmix(10, prob=0.0)(x, y)
-    assert torch.equal(out, x) and target.shape == (4, 10)
-    assert torch.allclose(target[0, 0], torch.tensor(0.91)) and torch.allclose(target[0, 1], torch.tensor(0.01))
-    torch.manual_seed(0)
-    for _ in range(20):
-        out, target = MixupCutmix(10)(x, y)
-        assert out.shape == x.shape and torch.allclose(target.sum(1), torch.ones(4))
-
-
-def test_mixup_blends_with_reversed_batch():
-    torch.manual_seed(1)
-    x, y = torch.randn(4, 2, 2, 6, 6), torch.tensor([0, 1, 2, 3])
-    out, target = MixupCutmix(4, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.0)(x, y)
-    lam = float(target[0, 0])
-    assert torch.allclose(target[0, 3], torch.tensor(1 - lam))
-    assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
-
-
-def test_cutmix_box_same_for_all_frames_and_lambda_is_area():
-    torch.manual_seed(2)
-    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 2, 16, 16).clone()  # [B, T, C, H, W]
-    y = torch.tensor([0, 1, 2, 3])
-    for _ in range(10):
-        out, target = MixupCutmix(4, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)(x, y)
-        pasted = out[0] == 3  # sample 0 receives a box from sample 3
-        assert torch.equal(pasted, pasted[:1, :1].expand_as(pasted))  # same box in every frame and channel
-        assert torch.allclose(target[0, 3], pasted[0, 0].float().mean())
-        assert torch.allclose(target[0, 0] + target[0, 3], torch.tensor(1.0))
 
 
 # ---------------------------------------------------------------------------------------------- digits-dvs
