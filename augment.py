@@ -211,7 +211,8 @@ class RandAugment:
 @dataclass(frozen=True)
 class RandAugmentCIFAR(RandAugment):
     """The authors' CIFAR policy ('rand-m9-n1-mstd0.4-inc1' over their five ops): one op of Equalize,
-    Rotate, ShearX, TranslateXRel, TranslateYRel, p = 0.5, M ~ N(9, 0.4); fill: the dataset's mean pixel."""
+    Rotate, ShearX, TranslateXRel, TranslateYRel, p = 0.5, M ~ N(9, 0.4). Pass the dataset's mean
+    pixel as ``fill`` (``mean_fill``); the default is CIFAR-10's."""
 
     ops: tuple[str, ...] = ("Equalize", "Rotate", "ShearX", "TranslateXRel", "TranslateYRel")
     num_ops: int = 1
