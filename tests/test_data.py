@@ -431,7 +431,7 @@ def test_default_simulation_events_per_digit():
     from sklearn.datasets import load_digits
 
     _, offsets = ev_module.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
-    per_digit = np.diff(offsets)  # OFFLINE_DEFAULT.md: about 2,400 events per digit
+    per_digit = np.diff(offsets)  # docs/reference/offline_default.md: about 2,400 events per digit
     assert 1000 < per_digit.min() and per_digit.max() < 5000 and 2000 < per_digit.mean() < 2800
 
 
