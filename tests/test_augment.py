@@ -328,3 +328,21 @@ def test_authors_cutmix_seeded_draws_match_the_box_rule():
     assert unchanged > 20
     with pytest.raises(ValueError, match="event_cutmix must be one of spatial, authors"):
         MixupCutmix(2, event_cutmix="time")
+
+
+def test_imagenet_train_pipeline_order():
+    """timm's ImageNet order: resized crop, flip, RandAugment (ImageNet's mean pixel as fill),
+    ToTensor + Normalize, then per-sample random erasing with noise, p = 0.25 (before mixing); the
+    CIFAR pipeline erases nothing per sample."""
+    from torchvision.transforms import v2
+
+    steps = data.imagenet_transforms(True).transforms
+    kinds = [type(t) for t in steps]
+    assert kinds[:3] == [v2.RandomResizedCrop, v2.RandomHorizontalFlip, RandAugmentImageNet]
+    assert steps[0].scale == (0.08, 1.0) and steps[2].fill == (124, 116, 104)
+    assert kinds[-1] is RandomErasing and steps[-1] == RandomErasing(p=0.25, noise=True)
+    assert v2.Normalize in kinds
+    cifar = data.cifar_transforms(True).transforms  # CIFAR erases the mixed batch instead (erase_batch)
+    assert not any(isinstance(t, (RandomErasing, v2.RandomErasing)) for t in cifar)
+    x = data.imagenet_transforms(True)(rgb(np.random.default_rng(0).integers(0, 256, (40, 30, 3))))
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
