@@ -149,12 +149,22 @@ def lif_layers(model: nn.Module) -> list[neurons.LIF]:
 
 @functools.cache
 def meta_check(case: ModelCase, backend: str | None = None) -> dict:
-    """Dry run of a model case: build on the meta device, forward and backward there (shapes only)."""
+    """Dry run of a model case: built at full size on the meta device, where a forward and backward
+    check the shapes; model code that cannot run on meta runs them on CPU at batch 1 instead."""
     model = case.build("meta", backend)
     x, y = case.batch_for(model, "meta")
-    F.cross_entropy(model(x), y).backward()
-    return {"model": case.model, "batch": case.batch, "T": model.cfg.T, "input": list(x.shape),
-            "parameters": sum(p.numel() for p in model.parameters()), "lif_layers": len(lif_layers(model))}
+    details = {"model": case.model, "batch": case.batch, "T": model.cfg.T, "input": list(x.shape),
+               "parameters": sum(p.numel() for p in model.parameters()), "lif_layers": len(lif_layers(model))}
+    try:
+        F.cross_entropy(model(x), y).backward()
+        details["checked_on"] = "meta"
+    except (RuntimeError, NotImplementedError) as err:
+        one = ModelCase(case.model, 1, case.T, case.event)
+        model = one.build("cpu", backend)
+        x, y = one.batch_for(model, "cpu")
+        F.cross_entropy(model(x), y).backward()
+        details.update(checked_on="cpu, batch 1", meta_error=str(err).splitlines()[0][:200])
+    return details
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
