@@ -262,10 +262,9 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 @dataclass
 class Run:
-    """What every case sees: the options, the output and scratch folders, and the shared state."""
+    """What every case sees: the options, the scratch folder, the deadline and the authors' neuron."""
 
     args: argparse.Namespace
-    out: Path
     work: Path
     deadline: float
     authors: AuthorsNeuron | None = None
@@ -892,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="cuda-check-") as work:
-        run = Run(args, out, Path(work), time.monotonic() + args.budget_s)
+        run = Run(args, Path(work), time.monotonic() + args.budget_s)
         run.authors, run.authors_note = authors_neuron()
         cases = [c for c in all_cases() if c.name == "environment"
                  or not args.cases or any(fnmatch.fnmatch(c.name, p) for p in args.cases)]
