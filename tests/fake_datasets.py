@@ -1,4 +1,4 @@
-"""Tiny event-dataset files in the real on-disk formats (facts: shared/reference/DATASETS.md), for tests.
+"""Tiny event-dataset files in the real on-disk formats (facts: docs/reference/datasets.md), for tests.
 
 Writers: AEDAT 3.1 (DVS128 Gesture originals), AEDAT 2.0 (CIFAR10-DVS originals), AEDAT 4.0 (tonic's
 CIFAR10-DVS copy) and tonic's Gesture npy layout, plus whole trees for ``data.build_datasets``.
@@ -108,7 +108,7 @@ def _aedat4_packet(t, x, y, on) -> bytes:
 
 
 def write_aedat4(path: Path, t, x, y, on, width: int = 128, height: int = 128) -> None:
-    """AEDAT 4.0, uncompressed, one event packet on stream 0 (layout: DATASETS.md 2.6)."""
+    """AEDAT 4.0, uncompressed, one event packet on stream 0 (layout: docs/reference/datasets.md, AEDAT 4.0)."""
     xml = (f'<dv version="2.0"><node name="outInfo" path="/outInfo/"><node name="0" path="/outInfo/0/">'
            f'<attr key="typeIdentifier" type="string">EVTS</attr><node name="info" path="/outInfo/0/info/">'
            f'<attr key="sizeX" type="int">{width}</attr><attr key="sizeY" type="int">{height}</attr>'

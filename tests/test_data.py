@@ -1,6 +1,7 @@
-"""Dataset loaders on tiny files in each dataset's real on-disk format, frame integration (DATASETS.md 3),
-the frame cache, augmentation, Mixup/CutMix, the offline digits-dvs default and every named error."""
-import math
+"""Dataset loaders on tiny files in each dataset's real on-disk format, frame integration
+(docs/reference/datasets.md, frame integration), the frame cache, the offline digits-dvs default,
+the data-folder checks and every named error. Augmentation itself: tests/test_augment.py."""
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import torch
 from PIL import Image
 
 import data
+import events as ev_module
 import fake_datasets as fk
-from data import DatasetNotFoundError, EventAugment, MixupCutmix, build_datasets, integrate_frames, make_events
+from augment import EventAugment
+from data import DatasetNotFoundError, build_datasets, integrate_frames
+from events import make_events
 
 
 def events(n, **kw):
@@ -20,13 +24,13 @@ def events(n, **kw):
 @pytest.fixture
 def count_integrations(monkeypatch):
     calls = []
-    original = data.integrate_frames
+    original = ev_module.integrate_frames
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data, "integrate_frames", counting)
+    monkeypatch.setattr(ev_module, "integrate_frames", counting)
     return calls
 
 
@@ -91,7 +95,7 @@ def test_aedat2_reader_swaps_and_flips_like_spikingjelly(tmp_path):
 
 def test_aedat4_reader_through_tonic(tmp_path):
     fk.write_aedat4(tmp_path / "e.aedat4", [1, 2, 3], [3, 4, 5], [6, 7, 8], [0, 1, 1])
-    got = data.read_aedat4(tmp_path / "e.aedat4")
+    got = ev_module.read_aedat4(tmp_path / "e.aedat4")
     assert got[["t", "x", "y", "p"]].tolist() == [(1, 3, 6, 0), (2, 4, 7, 1), (3, 5, 8, 1)]
 
 
@@ -112,7 +116,7 @@ def frame_sums(dataset):
 def test_gesture_original_split_windows_and_labels(tmp_path):
     fk.write_gesture_tree(tmp_path, GESTURE)
     train, test, info = build_datasets("dvsgesture", tmp_path, T=4, augment=False)
-    assert info == data.DatasetInfo("dvsgesture", 11, 2, (128, 128), 4, True)
+    assert info == data.DatasetInfo("dvsgesture", 11, 2, (128, 128), 4)
     assert len(train) == 6 and len(test) == 2
     assert train.targets == [0, 7, 7, 10, 2, 1] and test.targets == [4, 10]
     # start <= t < end: [1000, 1500) holds 50 events; 3990 itself is excluded; [1000, 1105) holds 11
@@ -135,7 +139,7 @@ def test_gesture_tonic_layout(tmp_path):
     rows = np.array([[1, 2, 0, 5], [3, 4, 1, 6], [5, 6, 1, 7]])  # x, y, p, t in ms
     fk.write_tonic_gesture_tree(tmp_path, {"train": {"user01_led": {3: rows, 10: rows[:2]}},
                                            "test": {"user24_lab": {0: rows[:1]}}})
-    assert data.read_tonic_gesture_npy(tmp_path / "DVSGesture/ibmGestureTrain/user01_led/3.npy")["t"].tolist() \
+    assert ev_module.read_tonic_gesture_npy(tmp_path / "DVSGesture/ibmGestureTrain/user01_led/3.npy")["t"].tolist() \
         == [5000, 6000, 7000]
     train, test, info = build_datasets("dvsgesture", tmp_path, T=1, augment=False)
     assert train.targets == [10, 3] and test.targets == [0]  # sorted file names: '10.npy' < '3.npy'
@@ -174,7 +178,7 @@ def test_gesture_download_uses_tonic_copy(tmp_path, monkeypatch):
 def test_cifar10dvs_originals_lexicographic_90_10_split(tmp_path):
     fk.write_cifar10dvs_tree(tmp_path / "CIFAR10DVS", per_class=11)  # files 0..10, file i has i+1 events
     train, test, info = build_datasets("cifar10dvs", tmp_path, T=2, augment=False)
-    assert info == data.DatasetInfo("cifar10dvs", 10, 2, (128, 128), 2, True)
+    assert info == data.DatasetInfo("cifar10dvs", 10, 2, (128, 128), 2)
     assert len(train) == 100 and len(test) == 10  # ceil(0.9 * 11) = 10 per class
     # string order 0, 1, 10, 2, ..., 9: the test file is index 9 (10 events), not index 10
     assert frame_sums(test) == [10] * 10 and test.targets == list(range(10))
@@ -185,7 +189,7 @@ def test_cifar10dvs_originals_lexicographic_90_10_split(tmp_path):
 
 
 def test_split_90_10_rule():
-    files = [data.Path(f"cifar10_cat_{i}.aedat") for i in range(1000)]
+    files = [Path(f"cifar10_cat_{i}.aedat") for i in range(1000)]
     train, test = data.split_90_10(files)
     assert len(train) == 900 and len(test) == 100
     indices = sorted(int(f.stem.rsplit("_", 1)[1]) for f in test)
@@ -232,29 +236,123 @@ def test_cache_default_location_under_data_dir(tmp_path):
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "dvsgesture").iterdir()) == ["test", "train"]
 
 
+def cache_files(cache, split):
+    folder, = (cache / "dvsgesture").glob(f"{split}-*")
+    return sorted(folder.glob("*.npz"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty-archive", "nan", "inf"])
+def test_bad_cache_file_named_with_the_command_that_rebuilds_it(tmp_path, count_integrations, damage):
+    """A corrupt or non-finite cache file is a DataFileError naming it and the rm that rebuilds it;
+    after the rm the next build integrates that one file again and the sample is back."""
+    fk.write_gesture_tree(tmp_path, GESTURE)
+    _, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
+    good = test[1][0].clone()
+    file = cache_files(tmp_path / "cache", "test")[1]
+    if damage == "garbage":
+        file.write_bytes(b"PK\x03\x04 not really a zip")
+    elif damage == "empty-archive":
+        ev_module.save_npz(file, compressed=True, other=np.zeros(3))
+    else:
+        frames = good.numpy().copy()
+        frames[0, 0, 0, 0] = np.nan if damage == "nan" else np.inf
+        ev_module.save_npz(file, compressed=True, frames=frames)
+    with pytest.raises(data.DataFileError, match=f"{file}: .*rm '{file}'") as err:
+        test[1]
+    assert ("non-finite" in str(err.value)) == (damage in ("nan", "inf"))
+    assert test[0][0].shape == (2, 2, 128, 128)  # the other files still load
+    file.unlink()
+    calls = len(count_integrations)
+    _, test, _ = build_datasets("dvsgesture", tmp_path, T=2)
+    assert len(count_integrations) == calls + 1 and torch.equal(test[1][0], good)
+
+
+def test_bad_labels_csv_names_the_file(tmp_path):
+    folder = fk.write_gesture_tree(tmp_path, GESTURE)
+    csv = folder / "user02_led_labels.csv"
+    for rows in ("3,1000,2000\nthree,2000,3990\n", "12,1000,2000\n", "3,2000,1000\n", "3,1000\n"):
+        csv.write_text("class,startTime_usec,endTime_usec\n" + rows)
+        with pytest.raises(data.DataFileError, match=f"{csv}: expected .*class 1..11 and start < end"):
+            build_datasets("dvsgesture", tmp_path, T=2)
+
+
+def test_out_of_range_events_and_bad_event_files_name_the_file(tmp_path):
+    trial = fk.regular_events(20, t0=1000)
+    trial["x"][5] = 200  # AEDAT 3.1 stores 15-bit x; the DVS128 sensor has 128 columns
+    folder = fk.write_gesture_tree(tmp_path / "gesture", {"user01_led": ("train", trial, [(1, 1000, 1200)]),
+                                                          "user24_led": ("test", trial, [(2, 1000, 1040)])})
+    with pytest.raises(data.DataFileError, match=f"{folder / 'user01_led.aedat'}: sample user01_led_0_0: "
+                                                 r"event coordinates x in \[0, 200\].*outside the 128x128"):
+        build_datasets("dvsgesture", tmp_path / "gesture", T=2)
+    raw = bytearray((folder / "user24_led.aedat").read_bytes())
+    end = raw.find(b"#!END-HEADER\r\n") + 14
+    raw[end + 20:end + 24] = (-5).to_bytes(4, "little", signed=True)  # capacity of the first packet
+    (folder / "user24_led.aedat").write_bytes(bytes(raw))
+    with pytest.raises(data.DataFileError, match="user24_led.aedat: corrupt AEDAT 3.1 packet header"):
+        data.read_aedat31(folder / "user24_led.aedat")
+    (tmp_path / "x.aedat4").write_bytes(b"#!AER-DAT4.0\r\n" + b"\x01" * 50)
+    with pytest.raises(data.DataFileError, match="x.aedat4: not a readable AEDAT 4.0 file"):
+        ev_module.read_aedat4(tmp_path / "x.aedat4")
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(data.DataFileError, match="x.npy: not a readable .npy event array"):
+        ev_module.read_tonic_gesture_npy(tmp_path / "x.npy")
+    fk.write_tonic_gesture_tree(tmp_path / "tonic", {"train": {"user01_led": {11: np.array([[1, 1, 1, 1]])}},
+                                                     "test": {"user24_lab": {0: np.array([[1, 1, 1, 1]])}}})
+    with pytest.raises(data.DataFileError, match="11.npy: tonic's Gesture files are named <label>.npy with label 0..10"):
+        build_datasets("dvsgesture", tmp_path / "tonic", T=1)
+
+
+def test_missing_data_dir_is_an_error_before_anything_is_created(tmp_path):
+    """A dataset read from disk needs an existing --data-dir; digits-dvs (generated) may create its
+    folder when the parent exists. Nothing is created on the way to an error."""
+    missing = tmp_path / "nonexistent"
+    for name in ("dvsgesture", "cifar10dvs", "cifar10", "imagenet"):
+        with pytest.raises(DatasetNotFoundError, match=f"(?s){name}: dataset not.*--data-dir {missing} does not exist"):
+            build_datasets(name, missing)
+    with pytest.raises(data.DataDirError, match="nor does its parent"):
+        build_datasets("digits-dvs", tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+    assert data.check_data_dir(missing, "digits-dvs") == missing and not missing.exists()
+    assert data.check_data_dir(missing, "dvsgesture", download=True) == missing
+    (tmp_path / "file").write_text("")
+    with pytest.raises(data.DataDirError, match="is not a folder"):
+        data.check_data_dir(tmp_path / "file", "cifar10")
+    with pytest.raises(data.DataDirError, match=f"--cache-dir .* cannot be created: {tmp_path / 'file'} is not a folder"):
+        data.check_data_dir(tmp_path, "dvsgesture", cache_dir=tmp_path / "file" / "cache" / "frames")
+
+
+def test_read_only_data_dir(tmp_path, monkeypatch):
+    """Event data caches its frames under --data-dir unless --cache-dir points elsewhere; images do not
+    write, so a read-only folder serves them."""
+    real_access = data.os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    with pytest.raises(data.DataDirError, match=f"the frame cache {tmp_path / 'cache'} cannot be created: "
+                                                f"{tmp_path} is not writable; pass a writable --cache-dir"):
+        data.check_data_dir(tmp_path, "dvsgesture")
+    assert data.check_data_dir(tmp_path, "dvsgesture", writes_cache=False) == tmp_path
+    (tmp_path / "cache").mkdir()  # a writable cache inside a read-only folder serves
+    assert data.check_data_dir(tmp_path, "dvsgesture") == tmp_path
+    assert data.check_data_dir(tmp_path, "cifar10") == tmp_path
+    assert data.check_data_dir(tmp_path, "dvsgesture", cache_dir=tmp_path.parent / "cache") == tmp_path
+    with pytest.raises(data.DataDirError, match=f"--data-dir {tmp_path} is not writable \\(the download goes there\\)"):
+        data.check_data_dir(tmp_path, "cifar10", download=True)
+
+
+def test_seeded_subset_is_a_seeded_permutation_prefix():
+    """The first n of torch.randperm under Generator().manual_seed(seed) (spectrum.py's choice and, for
+    seed 0, train.py's --limit-train/--limit-test)."""
+    dataset = list(range(50))
+    for seed in (0, 7):
+        sub = data.seeded_subset(dataset, 10, seed)
+        assert sub.indices == torch.randperm(50, generator=torch.Generator().manual_seed(seed))[:10].tolist()
+        assert [sub[i] for i in range(10)] == sub.indices
+    assert data.seeded_subset(dataset, 10, 0).indices != data.seeded_subset(dataset, 10, 1).indices
+    assert sorted(data.seeded_subset(dataset, 80, 0).indices) == dataset
+    with pytest.raises(ValueError, match="at least one sample"):
+        data.seeded_subset(dataset, 0, 0)
+
+
 # ---------------------------------------------------------------------------------------------- augmentation
-
-
-@pytest.mark.parametrize("op", ["identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout"])
-def test_event_augment_same_op_on_every_frame(op):
-    torch.manual_seed(0)
-    frame = torch.randint(0, 4, (1, 2, 32, 32)).float()
-    x = frame.repeat(5, 1, 1, 1)
-    for _ in range(10):
-        out = EventAugment(ops=(op,))(x)
-        assert out.shape == x.shape and out.dtype == x.dtype
-        assert all(torch.equal(out[0], out[t]) for t in range(1, 5))
-
-
-def test_event_augment_flip_and_cutout():
-    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float32).view(2, 2, 4, 6) + 1
-    assert torch.equal(EventAugment(flip_p=1.0, ops=("identity",))(x), x.flip(-1))
-    assert torch.equal(EventAugment(flip_p=0.0, ops=("identity",))(x), x)
-    out = EventAugment(flip_p=0.0, ops=("cutout",))(x)
-    zeroed = out == 0
-    assert zeroed.any() and torch.equal(zeroed[0], zeroed[1]) and torch.equal(out[~zeroed], x[~zeroed])
-    with pytest.raises(ValueError, match="unknown EventAugment op 'solarize'"):
-        EventAugment(ops=("solarize",))(x)
 
 
 def test_train_set_augmented_test_set_not(tmp_path):
@@ -265,43 +363,10 @@ def test_train_set_augmented_test_set_not(tmp_path):
     assert train.transform is None
 
 
-def test_mixup_cutmix_targets_and_smoothing():
-    y = torch.tensor([0, 3, 3, 9])
-    x = torch.randn(4, 3, 8, 8)
-    out, target = MixupCutmix(10, prob=0.0)(x, y)
-    assert torch.equal(out, x) and target.shape == (4, 10)
-    assert torch.allclose(target[0, 0], torch.tensor(0.91)) and torch.allclose(target[0, 1], torch.tensor(0.01))
-    torch.manual_seed(0)
-    for _ in range(20):
-        out, target = MixupCutmix(10)(x, y)
-        assert out.shape == x.shape and torch.allclose(target.sum(1), torch.ones(4))
-
-
-def test_mixup_blends_with_reversed_batch():
-    torch.manual_seed(1)
-    x, y = torch.randn(4, 2, 2, 6, 6), torch.tensor([0, 1, 2, 3])
-    out, target = MixupCutmix(4, mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.0)(x, y)
-    lam = float(target[0, 0])
-    assert torch.allclose(target[0, 3], torch.tensor(1 - lam))
-    assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
-
-
-def test_cutmix_box_same_for_all_frames_and_lambda_is_area():
-    torch.manual_seed(2)
-    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 2, 16, 16).clone()  # [B, T, C, H, W]
-    y = torch.tensor([0, 1, 2, 3])
-    for _ in range(10):
-        out, target = MixupCutmix(4, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)(x, y)
-        pasted = out[0] == 3  # sample 0 receives a box from sample 3
-        assert torch.equal(pasted, pasted[:1, :1].expand_as(pasted))  # same box in every frame and channel
-        assert torch.allclose(target[0, 3], pasted[0, 0].float().mean())
-        assert torch.allclose(target[0, 0] + target[0, 3], torch.tensor(1.0))
-
-
 # ---------------------------------------------------------------------------------------------- digits-dvs
 
 
-SHORT_SACCADE = data.DigitsDVSConfig(steps=30)  # the default pipeline with a tenth of the simulation work
+SHORT_SACCADE = ev_module.DigitsDVSConfig(steps=30)  # the default pipeline with a tenth of the simulation work
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +379,7 @@ def digits_dir(tmp_path_factory):
 def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     train, test, info = build_datasets("digits-dvs", digits_dir, digits_config=SHORT_SACCADE)
     assert count_integrations == []  # frames come from the cache built by the fixture
-    assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4, True)
+    assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4)
     assert (len(train), len(test)) == (1437, 360)
     per_class = np.bincount(np.concatenate([train.targets, test.targets]))
     assert np.all(np.abs(np.bincount(test.targets) - 0.2 * per_class) <= 1)  # stratified
@@ -331,6 +396,16 @@ def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     assert x.sum(dim=(1, 2, 3)).tolist() == [n // 4] * 3 + [n - 3 * (n // 4)]
 
 
+def test_corrupt_digit_events_named(digits_dir, tmp_path):
+    """A damaged simulated-events file is a DataFileError naming it and the rm that re-simulates it."""
+    events_file, = (digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
+    (tmp_path / "digits-dvs").mkdir()
+    damaged = tmp_path / "digits-dvs" / events_file.name
+    damaged.write_bytes(events_file.read_bytes()[:1000])
+    with pytest.raises(data.DataFileError, match=f"{damaged}: corrupt simulated digit events.*rm '{damaged}'"):
+        build_datasets("digits-dvs", digits_dir, cache_dir=tmp_path, digits_config=SHORT_SACCADE)
+
+
 def test_digits_T_override(digits_dir):
     train, test, info = build_datasets("digits-dvs", digits_dir, T=2, augment=False, digits_config=SHORT_SACCADE)
     assert info.T == 2 and train[0][0].shape == (2, 2, 24, 24)
@@ -340,10 +415,10 @@ def test_digit_simulation_deterministic_and_plausible():
     from sklearn.datasets import load_digits
 
     images = load_digits().images[:12] / 16.0
-    cfg = data.DigitsDVSConfig(steps=60)
-    (a, off_a), (b, off_b) = data.simulate_digit_events(images, cfg, seed=3), data.simulate_digit_events(images, cfg, seed=3)
+    cfg = ev_module.DigitsDVSConfig(steps=60)
+    (a, off_a), (b, off_b) = (ev_module.simulate_digit_events(images, cfg, seed=3) for _ in range(2))
     assert np.array_equal(a, b) and np.array_equal(off_a, off_b)
-    c, _ = data.simulate_digit_events(images, cfg, seed=4)
+    c, _ = ev_module.simulate_digit_events(images, cfg, seed=4)
     assert not np.array_equal(a, c)
     assert off_a[0] == 0 and off_a[-1] == len(a) and np.all(np.diff(off_a) > 100)
     for i in range(12):
@@ -355,8 +430,8 @@ def test_digit_simulation_deterministic_and_plausible():
 def test_default_simulation_events_per_digit():
     from sklearn.datasets import load_digits
 
-    _, offsets = data.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
-    per_digit = np.diff(offsets)  # OFFLINE_DEFAULT.md: about 2,400 events per digit
+    _, offsets = ev_module.simulate_digit_events(load_digits().images[:100] / 16.0, seed=0)
+    per_digit = np.diff(offsets)  # docs/reference/offline_default.md: about 2,400 events per digit
     assert 1000 < per_digit.min() and per_digit.max() < 5000 and 2000 < per_digit.mean() < 2800
 
 
@@ -374,11 +449,12 @@ def test_cifar_transforms_shapes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     for train in (True, False):
-        x = data.cifar_transforms(train, crop_padding=4)(image)
+        x = data.cifar_transforms(train)(image)
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     plain = data.cifar_transforms(False)(image)
-    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(data.CIFAR_MEAN)[:, None, None]) \
-        / torch.tensor(data.CIFAR_STD)[:, None, None]
+    mean, std = data.NORMALIZATION["cifar10"]
+    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(mean)[:, None, None]) \
+        / torch.tensor(std)[:, None, None]
     assert torch.allclose(plain, expected, atol=1e-6)
 
 
@@ -395,7 +471,7 @@ def test_imagenet_image_folder(tmp_path):
     write_image_folder(tmp_path / "train", ["n01", "n02"])
     write_image_folder(tmp_path / "val", ["n01", "n02"], n=1)
     train, val, info = build_datasets("imagenet", tmp_path)
-    assert info == data.DatasetInfo("imagenet", 2, 3, (224, 224), None, False)
+    assert info == data.DatasetInfo("imagenet", 2, 3, (224, 224), None)
     assert (len(train), len(val)) == (4, 2)
     for dataset in (train, val):
         x, label = dataset[1]
@@ -415,7 +491,3 @@ def test_bad_names_and_T(tmp_path):
     with pytest.raises(ValueError, match="T must be a positive"):
         build_datasets("dvsgesture", tmp_path, T=0)
 
-
-def test_datasets_tuple():
-    assert data.DATASETS == ("digits-dvs", "dvsgesture", "cifar10dvs", "cifar10", "cifar100", "imagenet")
-    assert math.isclose(EventAugment().translate * 128, 5.0)

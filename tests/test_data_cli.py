@@ -34,8 +34,9 @@ def test_show_index_and_errors(gesture_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         data.main(["show", "dvsgesture", "--data-dir", str(gesture_dir), "--index", "5"])
     assert "--index [5] outside the train split's 0..1" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="cifar10dvs: dataset not found"):
+    with pytest.raises(SystemExit) as exit_info:
         data.main(["show", "cifar10dvs", "--data-dir", str(tmp_path / "empty")])
+    assert exit_info.value.code == 2 and "cifar10dvs: dataset not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="'cifar10' is not an event dataset"):
         data.event_samples("cifar10")
 
@@ -48,3 +49,25 @@ def test_polarity_image_colours():
     frame[:, 0, 2] = 2  # both
     rgb = data.polarity_image(frame, scale=2.0)
     assert rgb[0].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 1, 1]]
+
+
+@pytest.mark.parametrize("problem", ["data-dir", "event-file", "out", "T"])
+def test_bad_input_exits_2_with_one_message(gesture_dir, tmp_path, capsys, problem):
+    """An unusable --data-dir, a bad event file, an --out that cannot be written and -T 0 each end with
+    status 2 and a message naming the problem, never a traceback; nothing is created on the way."""
+    args = ["show", "dvsgesture", "--data-dir", str(gesture_dir), "--out", str(tmp_path / "figs" / "a.png")]
+    expected = {"data-dir": "nor does its parent", "event-file": "user01_led.aedat: not an AEDAT 3.x file",
+                "out": "figs is not a folder", "T": "-T (0) and --samples (3) must be positive"}[problem]
+    if problem == "data-dir":
+        args = ["show", "digits-dvs", "--data-dir", str(tmp_path / "a" / "b"), "--out", str(tmp_path / "a.png")]
+    elif problem == "event-file":
+        (gesture_dir / "DvsGesture" / "user01_led.aedat").write_bytes(b"not an event file")
+    elif problem == "out":
+        (tmp_path / "figs").write_text("a file where the output folder should be")
+    else:
+        args += ["-T", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists()
