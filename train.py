@@ -39,21 +39,20 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from checkpoints import (CSV_COLUMNS, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
                          StopFlag, count, default_run_name, flag_parser, is_ours, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
                          read_checkpoint, rng_state, same_model, save_checkpoint, scalar_writer, set_rng_state,
                          setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
-from data import DATASETS, DatasetInfo, DatasetNotFoundError, MixupCutmix, build_datasets
+from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch
+from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
 from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
 from neurons import BACKENDS, Neuron
+from recipe import SCHEDULES, config_steps_per_epoch, lr_at, peak_lr, resolve_recipe
 
 EXIT_INTERRUPTED = 130
-SCHEDULES = ("step-cosine",)
-AUG_POLICIES: tuple[str, ...] = ()
-EVENT_CUTMIX = ("spatial",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,8 +101,8 @@ class Config:
     label_order: str = setting("ibm", "DVS128 Gesture class numbering; spikingjelly matches the authors' "
                                "released checkpoint", choices=("ibm", "spikingjelly"))
     augment: bool = setting(False, "the dataset's training augmentation (flips, crops, ...; see data.py)")
-    aug_policy: str | None = setting(None, "RandAugment policy of the training images, by name; default: none",
-                                     choices=AUG_POLICIES)
+    aug_policy: str | None = setting(None, "RandAugment policy of the training images (with --augment); "
+                                     "default: the one the authors run on that dataset", choices=tuple(POLICIES))
     limit_train: int | None = setting(None, "train on a fixed random subset of N training samples (quick "
                                       "checks, tests)", type=positive_int, metavar="N")
     limit_test: int | None = setting(None, "evaluate on a fixed random subset of N test samples (quick checks, "
@@ -121,8 +120,8 @@ class Config:
     clip_grad: float | None = setting(None, "clip the gradient norm to NORM (default: off)", type=positive,
                                       metavar="NORM")
     # learning-rate schedule
-    schedule: str = setting("step-cosine", "learning-rate schedule (step-cosine: cosine per step)",
-                            choices=SCHEDULES)
+    schedule: str = setting("step-cosine", "learning-rate schedule (recipe.py): epoch-cosine (timm, per epoch), "
+                            "iter-cosine (per iteration), step-cosine (per step)", choices=SCHEDULES)
     warmup_epochs: float = setting(0.3, "linear warm-up from --warmup-lr to the peak over this many epochs "
                                    "(may be fractional)", type=non_negative)
     warmup_lr: float = setting(1e-6, "learning rate at the first step", type=non_negative)
@@ -138,10 +137,11 @@ class Config:
     mixup_switch_prob: float = setting(0.5, "probability of cutmix instead of mixup when both are on",
                                        type=probability)
     mixup_off_epoch: int = setting(0, "switch mixup/cutmix off after this many epochs (0: never)", type=count)
-    event_cutmix: str = setting("spatial", "CutMix on event frames (spatial: one box in every frame)",
+    event_cutmix: str = setting("spatial", "CutMix on event frames [N, T, C, H, W]: spatial (one box in every "
+                                "frame, the sound choice) or authors (their behaviour; augment.py)",
                                 choices=EVENT_CUTMIX)
-    random_erasing: float = setting(0.0, "probability of random erasing after mixing (0: off)", type=float,
-                                    choices=(0.0,))
+    random_erasing: float = setting(0.0, "CIFAR with --augment: probability of erasing a box of each sample "
+                                    "after mixing (0: off)", type=probability)
     # run
     output: str | None = setting(None, "run folder (default: a new runs/<dataset>-<model>-<time>, or the "
                                  "--resume file's folder)", names=("--output", "--out"), metavar="DIR")
@@ -266,17 +266,15 @@ def gather_rng(ctx: Context) -> list[dict] | None:
 # Data.
 
 def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
-    """The first `limit` samples of a fixed (seed 0) permutation, so every run sees the same ones."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].tolist())
+    """A fixed (seed 0) random subset of `limit` samples, so every run sees the same ones."""
+    return dataset if limit is None or limit >= len(dataset) else seeded_subset(dataset, limit, 0)
 
 
 def build_data(cfg: Config) -> tuple[Dataset, Dataset, DatasetInfo]:
     kwargs = {} if cfg.T is None else {"T": cfg.T}
     train_set, test_set, info = build_datasets(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                                augment=cfg.augment, cache_dir=cfg.cache_dir,
-                                               label_order=cfg.label_order, **kwargs)
+                                               label_order=cfg.label_order, aug_policy=cfg.aug_policy, **kwargs)
     return fixed_subset(train_set, cfg.limit_train), fixed_subset(test_set, cfg.limit_test), info
 
 
@@ -325,35 +323,6 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
-    """step-cosine: linear warm-up, cosine from the peak --lr down to --min-lr, then
-    --cooldown-epochs at --min-lr, all counted in steps."""
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    decay_end = max(warmup + 1, (cfg.epochs - cfg.cooldown_epochs) * steps_per_epoch)
-    if step < warmup:
-        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup
-    if step >= decay_end:
-        return cfg.min_lr
-    progress = (step - warmup) / (decay_end - warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def resolve_recipe(cfg: Config, steps_per_epoch: int) -> dict:
-    """The resolved training recipe (what --print-recipe prints and recipe.json holds)."""
-    keys = ("model", "dataset", "epochs", "batch_size", "lr", "weight_decay", "clip_grad", "schedule",
-            "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "smoothing", "mixup", "cutmix",
-            "mixup_prob", "mixup_switch_prob", "mixup_off_epoch", "event_cutmix", "aug_policy", "random_erasing",
-            "precision", "eval_precision", "deterministic", "seed")
-    settings = asdict(cfg)
-    return {**{k: settings[k] for k in keys}, "optimizer": "adamw", "steps_per_epoch": steps_per_epoch,
-            "lr_per_epoch": [lr_at(e * steps_per_epoch, cfg, steps_per_epoch) for e in range(cfg.epochs)]}
-
-
-def with_peak_lr(cfg: Config, world: int) -> Config:
-    """--lr-base resolved into --lr (the peak) for the global batch."""
-    return cfg if cfg.lr_base is None else replace(cfg, lr=cfg.lr_base * cfg.batch_size * world / 256)
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or precision == "fp32":
         return None
@@ -389,6 +358,7 @@ class Run:
     mixup: MixupCutmix | None
     num_classes: int
     dtype: torch.dtype | None     # autocast dtype on CUDA; None: plain fp32
+    erasing: float                # random-erasing probability of each mixed sample (CIFAR)
     epoch: int = 0                # epochs completed
     step: int = 0                 # steps completed within the current epoch
     best_acc1: float = -1.0
@@ -413,6 +383,8 @@ def train_one_epoch(run: Run, loader: DataLoader, cfg: Config, ctx: Context, sto
     for x, y in bar:
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
         x, targets = run.mixup(x, y) if use_mixup else (x, smooth_one_hot(y, run.num_classes, cfg.smoothing))
+        if run.erasing > 0:  # the authors' CIFAR recipe: erasing after mixing (docs/reference/recipes.md)
+            x = erase_batch(x, run.erasing)
         with autocast(run.dtype):
             logits = run.model(x)
         loss = soft_cross_entropy(logits, targets)
@@ -598,12 +570,14 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: d
     if steps == 0:
         fail(f"the training set has {len(sampler)} samples per process, fewer than --batch-size "
              f"{cfg.batch_size}; lower --batch-size")
-    optimizer = build_optimizer(net, cfg.lr, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg, steps) / cfg.lr)
+    peak = peak_lr(cfg, ctx.world)
+    optimizer = build_optimizer(net, peak, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg, steps, ctx.world) / peak)
     mixup = (MixupCutmix(info.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob,
-                         cfg.smoothing) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
+                         cfg.smoothing, event_cutmix=cfg.event_cutmix) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
+    erasing = cfg.random_erasing if cfg.augment and cfg.dataset in ("cifar10", "cifar100") else 0.0
     run = Run(model, net, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
-              mixup, info.num_classes, dtype)
+              mixup, info.num_classes, dtype, erasing)
     if ckpt:
         restore(run, ckpt, ctx)
     rates = FiringRates(net, ctx.device)
@@ -611,10 +585,10 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: d
     scalars = scalar_writer(out / "tensorboard", purge_step=run.epoch + 1) if ctx.is_main else None
     if ctx.is_main:
         write_text(out / "config.yaml", to_yaml(cfg, RUN_ONLY))
-        write_text(out / "recipe.json", json.dumps(resolve_recipe(cfg, steps), indent=2) + "\n")
+        write_text(out / "recipe.json", json.dumps(resolve_recipe(cfg, steps, ctx.world), indent=2) + "\n")
         write_log(out / "log.csv", run.history)
         samples = f"{len(train_set)} train / {len(test_set)} test samples"
-        print(f"{header(cfg, net, samples, ctx, dtype)}, peak lr {cfg.lr:.3g}; writing to {out}", flush=True)
+        print(f"{header(cfg, net, samples, ctx, dtype)}, peak lr {peak:.3g}; writing to {out}", flush=True)
 
     stop, metrics = StopFlag(), {}
     with stop.installed():
@@ -663,11 +637,11 @@ def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, m
 def main(argv: list[str] | None = None) -> dict:
     """Train, or with --eval-only evaluate; returns the metrics. Bad input exits with a message."""
     cfg, given = parse_args(argv), given_settings(argv)
-    if cfg.print_recipe:
-        steps = cfg.steps_per_epoch or (cfg.limit_train or 0) // cfg.batch_size
-        if not steps:
-            fail("--print-recipe needs --steps-per-epoch N (the data is not read)")
-        print(json.dumps(resolve_recipe(with_peak_lr(cfg, 1), steps), indent=2))
+    if cfg.print_recipe:  # for one process; the data is not read
+        try:
+            print(json.dumps(resolve_recipe(cfg, config_steps_per_epoch(cfg), 1), indent=2))
+        except ValueError as e:
+            fail(str(e))
         return {}
     ctx = setup(cfg.device)
     try:
@@ -676,10 +650,10 @@ def main(argv: list[str] | None = None) -> dict:
             ckpt = read_checkpoint(path, cfg.allow_pickle and cfg.eval_only) if path else None
             if path:
                 cfg = settings_from(ckpt, cfg, given, path, ctx.world, RUN_ONLY, MAY_CHANGE_ON_RESUME, MODEL_SETTINGS)
-            cfg = with_peak_lr(cfg, ctx.world)
             if cfg.resume and ckpt["epoch"] >= cfg.epochs and ckpt["step"] == 0:
                 return finished(ckpt, cfg, cfg.resume)
             parameters = checked_model_size(cfg)
+            check_data_dir(cfg.data_dir, cfg.dataset, cfg.download, cfg.cache_dir)
             # 12 bytes a parameter (weights, two AdamW moments), for best.pth, last.pth and their temporary files
             out = None if cfg.eval_only else run_folder(cfg, ckpt, 4 * 12 * parameters, ctx, held)
             for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
@@ -710,7 +684,7 @@ def main(argv: list[str] | None = None) -> dict:
         kept = (f"the last good checkpoint {last} (epoch {len(read_checkpoint(last)['history'])}) is kept"
                 if last.exists() else "no epoch had finished, so there is no checkpoint")
         raise SystemExit(f"{e}; stopped: {kept}. Try a lower --lr or --clip-grad.") from None
-    except (CheckpointError, CheckpointMismatchError, DatasetNotFoundError, RunFolderError, SettingsError) as e:
+    except (CheckpointError, CheckpointMismatchError, RunFolderError, SettingsError, *DATA_ERRORS) as e:
         fail(str(e))
     finally:
         if ctx.world > 1:

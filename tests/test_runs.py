@@ -17,15 +17,7 @@ import torch
 import checkpoints
 import train
 from maxformer import create_model
-from test_train import ROOT, on_call, read_csv, tiny
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_train import ROOT, on_call, one_thread, read_csv, tiny  # noqa: F401 (one_thread: an autouse fixture)
 
 
 def load(path: Path) -> dict:
@@ -454,9 +446,9 @@ def test_print_recipe_reads_no_data(capsys, monkeypatch):
     no_data(monkeypatch)
     train.main(["--print-recipe", "--steps-per-epoch", "10", "--epochs", "3", "--lr-base", "0.256"])
     recipe = json.loads(capsys.readouterr().out)
-    assert recipe["steps_per_epoch"] == 10 and recipe["lr"] == pytest.approx(0.256 * 32 / 256)
+    assert recipe["schedule"]["steps_per_epoch"] == 10 and recipe["lr"]["peak"] == pytest.approx(0.256 * 32 / 256)
     assert len(recipe["lr_per_epoch"]) == 3 and recipe["lr_per_epoch"][0] == pytest.approx(1e-6)
-    assert "--steps-per-epoch" in fails(["--print-recipe"], capsys)
+    assert "fewer than one batch of 4096" in fails(["--print-recipe", "--batch-size", "4096"], capsys)
 
 
 def test_eval_precision_and_deterministic(done, data_dir, monkeypatch):
@@ -465,3 +457,11 @@ def test_eval_precision_and_deterministic(done, data_dir, monkeypatch):
     train.main(["--eval-only", "--checkpoint", str(done / "last.pth"), "--data-dir", str(data_dir),
                 "--limit-test", "16", "--device", "cpu", "--eval-precision", "fp32", "--deterministic"])
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+
+
+def test_an_unusable_data_dir_is_reported_before_any_folder_is_made(tmp_path, capsys, monkeypatch):
+    """Seen: --data-dir /nonexistent created folders at the filesystem root and trained for 7 minutes."""
+    no_data(monkeypatch)
+    err = fails(["--data-dir", str(tmp_path / "no" / "such"), "--output", str(tmp_path / "run")], capsys)
+    assert f"--data-dir {tmp_path / 'no' / 'such'} does not exist" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no").exists()
