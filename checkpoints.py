@@ -32,6 +32,7 @@ from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 
 CHECKPOINT_FORMAT = "maxformer-train/2"
@@ -302,7 +303,7 @@ def write_curves(path: Path, history: Sequence[dict], title: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Random state, per process (under DDP the caller gathers every rank's).
+# Random state, per process and gathered from every rank; the run folder decided on rank 0.
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
@@ -318,6 +319,36 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_rng_states() -> list[dict] | None:
+    """Every process's random state, in rank order, on rank 0 (None on the others)."""
+    if not distributed():
+        return [rng_state()]
+    states = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(rng_state(), states, dst=0)
+    return states
+
+
+def on_main(make: Callable[[], T]) -> T:
+    """``make()`` on rank 0 alone; every rank gets its result, or raises the same RunFolderError."""
+    result = None
+    if not distributed() or dist.get_rank() == 0:
+        try:
+            result = make()
+        except RunFolderError as e:
+            result = e
+    if distributed():
+        box = [result]
+        dist.broadcast_object_list(box, src=0)
+        result = box[0]
+    if isinstance(result, RunFolderError):
+        raise result
+    return result
 
 
 def default_run_name(dataset: str, model: str) -> str:

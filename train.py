@@ -8,15 +8,16 @@
     python train.py --eval-only --checkpoint best.pth      # ours; the authors' files also need --model
 
 Reads top to bottom: the settings (`Config`, from flags and YAML), distributed set-up, data, model
-and optimiser, the learning-rate schedule, one training epoch, evaluation, and `main`, which does
-them in that order. The loss is soft-target cross-entropy (label smoothing, and mixup/cutmix until
+and optimiser (the learning-rate schedules are recipe.py's), one training epoch, evaluation, and
+`main`, which does them in that order. The loss is soft-target cross-entropy (label smoothing, and mixup/cutmix until
 `--mixup-off-epoch`), the optimiser AdamW without weight decay on biases and norms.
 
 A run folder (checkpoints.py) holds config.yaml, recipe.json, last.pth and best.pth (each with the
 model's config and the run's resolved settings), log.csv, TensorBoard scalars and curves.png. Ctrl-C
 (or SIGTERM) finishes the current step, saves last.pth and exits; `--resume` restores the run's
 settings and continues bit-for-bit on CPU (mid-epoch too when `--workers 0`). A NaN or infinity in
-the loss, gradient norm, weights or BatchNorm statistics stops the run before anything is saved.
+the loss, gradient norm, weights or BatchNorm statistics stops the run; no checkpoint holding one
+is ever written.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import random
 import sys
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ContextManager, NoReturn
 
@@ -42,9 +43,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import (CSV_COLUMNS, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
+from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
                          StopFlag, count, default_run_name, flag_parser, is_ours, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
-                         read_checkpoint, rng_state, same_model, save_checkpoint, scalar_writer, set_rng_state,
+                         read_checkpoint, same_model, save_checkpoint, scalar_writer, set_rng_state,
                          setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
 from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
@@ -242,24 +243,6 @@ def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     if ctx.world > 1:
         dist.all_reduce(t)
     return t
-
-
-def from_main(value: object, ctx: Context) -> object:
-    """Rank 0's ``value`` on every rank."""
-    if ctx.world == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather_rng(ctx: Context) -> list[dict] | None:
-    """Every rank's random state, in rank order, on rank 0 (None elsewhere)."""
-    if ctx.world == 1:
-        return [rng_state()]
-    states = [None] * ctx.world if ctx.is_main else None
-    dist.gather_object(rng_state(), states, dst=0)
-    return states
 
 
 # ----------------------------------------------------------------------------------------------
@@ -471,7 +454,7 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: Context, dtype: torch.dt
 
 def save(run: Run, cfg: Config, record: dict, ctx: Context, paths: list[Path]) -> None:
     """Every rank's random state goes to rank 0, which writes the checkpoint to each path in turn."""
-    rng = gather_rng(ctx)
+    rng = all_rng_states()
     if not ctx.is_main:
         return
     state = {"model": run.net.state_dict(), "model_config": record, "config": asdict(cfg), "world": ctx.world,
@@ -490,22 +473,6 @@ def restore(run: Run, ckpt: dict, ctx: Context) -> None:
     run.epoch, run.step = ckpt["epoch"], ckpt["step"]
     run.best_acc1, run.best_epoch, run.history = ckpt["best_acc1"], ckpt["best_epoch"], list(ckpt["history"])
     set_rng_state(ckpt["rng"][min(ctx.rank, len(ckpt["rng"]) - 1)])
-
-
-def run_folder(cfg: Config, ckpt: dict | None, need_bytes: int, ctx: Context, held: ExitStack) -> Path:
-    """Rank 0 prepares the folder before any data is read; every rank gets its path, or the same error."""
-    result = None
-    if ctx.is_main:
-        try:
-            out = Path(cfg.output) if cfg.output else None
-            result = open_run_folder(out, cfg.resume and Path(cfg.resume), ckpt, cfg.overwrite, need_bytes, held,
-                                     default_run_name(cfg.dataset, cfg.model))
-        except RunFolderError as e:
-            result = e
-    result = from_main(result, ctx)
-    if isinstance(result, RunFolderError):
-        raise result
-    return result
 
 
 def finished(ckpt: dict, cfg: Config, source: str) -> dict:
@@ -655,7 +622,9 @@ def main(argv: list[str] | None = None) -> dict:
             parameters = checked_model_size(cfg)
             check_data_dir(cfg.data_dir, cfg.dataset, cfg.download, cfg.cache_dir)
             # 12 bytes a parameter (weights, two AdamW moments), for best.pth, last.pth and their temporary files
-            out = None if cfg.eval_only else run_folder(cfg, ckpt, 4 * 12 * parameters, ctx, held)
+            out = None if cfg.eval_only else on_main(lambda: open_run_folder(
+                cfg.output and Path(cfg.output), cfg.resume and Path(cfg.resume), ckpt, cfg.overwrite,
+                4 * 12 * parameters, held, default_run_name(cfg.dataset, cfg.model)))
             for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
                 seed_fn(cfg.seed + ctx.rank)
             if cfg.deterministic:

@@ -122,12 +122,12 @@ def test_eval_only_builds_the_model_from_the_checkpoint(done, data_dir, tmp_path
 DDP_RNG = """
 import random, sys, torch, numpy as np, torch.distributed as dist
 import train
-from checkpoints import rng_state, set_rng_state
+from checkpoints import all_rng_states, set_rng_state
 ctx = train.setup("cpu")
 for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
     seed_fn(100 + ctx.rank)
 torch.rand(ctx.rank + 1)
-states = train.gather_rng(ctx)
+states = all_rng_states()
 if ctx.is_main:
     torch.save({"rng": states}, sys.argv[1])
 dist.barrier()
