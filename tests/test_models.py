@@ -181,7 +181,7 @@ def test_spec_string_builds_ablation_variants():
     from_spec = create_model("max_former_cifar100", spec="embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2")
     assert [v.shape for v in official.state_dict().values()] == [v.shape for v in from_spec.state_dict().values()]
     avg = create_model("max_former_cifar100", spec="embed=orig,orig,orig mixer=avg,avg,avg")
-    assert isinstance(avg.patch_embed2, maxformer.TwoStepEmbed) and avg.patch_embed2.names[1] == "embed2"
+    assert isinstance(avg.patch_embed2, maxformer.EmbedOrigLater)
     assert avg.patch_embed2.embed2.embed_conv.stride == (2, 2)
     assert isinstance(avg.stage1[0].mixer, maxformer.PoolMixer)
     narrow = create_model("max_former_cifar10", width=192)
@@ -234,7 +234,7 @@ def test_ann_twin_has_no_spikes():
 def test_attention_neurons_fire_at_half_threshold():
     model = create_model("max_former_cifar10")
     attn = model.stage3[0].attn
-    assert attn.attn_lif.v_threshold == 0.5 and attn.q_lif.v_threshold == 1.0
+    assert attn.attn_lif.dynamics.v_threshold == 0.5 and attn.q_lif.dynamics.v_threshold == 1.0
     assert attn.num_heads == 8 and create_model("max_former_dvsgesture").stage2[0].attn.num_heads == 16
     assert create_model("max_former_10_768").stage3[0].attn.num_heads == 12
 
