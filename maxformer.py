@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kernels import MaxPool, spike_conv
-from neurons import Neuron, NeuronSpec
+from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend
 
 
 # ----------------------------------------------------------------------------- time folding
@@ -45,16 +45,58 @@ def unfold(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unflatten(0, (T, -1))
 
 
+# Stands in, among autograd's saved tensors, for a neuron's membrane H that the backward recomputes.
+RECOMPUTED_MEMBRANE = object()
+
+
+def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> torch.Tensor:
+    """``neuron(unfold(bn(c)))``, where nothing else reads the BN output.
+
+    In training, a fused-backend LIF/IF keeps its membrane ``H`` for the backward; here ``H`` is
+    instead rebuilt in the backward from the BN input ``c``, which the BN keeps anyway: the same BN
+    (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
+    the same bits, and 4 bytes per element (float32) less are kept. Both modules are still called,
+    so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
+    backend, other neurons) run plainly.
+    """
+    y = unfold(bn(c), T)
+    plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
+                 and y.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(c.device.type))
+    backend = None if plain else pick_backend(y, neuron.backend)
+    if backend not in KERNELS:
+        return neuron(y)
+    membrane_shape = torch.Size((T, y[0].numel()))
+
+    def pack(t: torch.Tensor) -> object:
+        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == y.dtype else t
+
+    def unpack(saved: object) -> torch.Tensor:
+        if saved is not RECOMPUTED_MEMBRANE:
+            return saved
+        with torch.no_grad():
+            mean, var = (None if b is None else torch.zeros_like(b) for b in (bn.running_mean, bn.running_var))
+            y_again = nn.functional.batch_norm(c, mean, var, bn.weight, bn.bias, True, 0.0, bn.eps)
+            return KERNELS[backend]()[0](y_again.reshape(T, -1), neuron.dynamics)[1]
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return neuron(y)
+
+
 def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None,
-           spikes: bool = False) -> torch.Tensor:
-    """``conv -> BN [-> pool]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded into batch).
+           spikes: bool = False, then: Neuron | None = None) -> torch.Tensor:
+    """``conv -> BN [-> pool] [-> then]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded
+    into batch for the convolution and the BN; ``then`` is a neuron reading the result).
 
     ``spikes=True`` says ``x`` is a spiking neuron's output (exactly 0/1): the convolution then keeps
-    it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers.
+    it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers. A
+    ``then`` neuron right after the BN rebuilds its membrane in the backward (:func:`spike_after_norm`).
     """
-    y = fold(x)
-    y = bn(spike_conv(conv, y) if spikes else conv(y))
-    return unfold(y if pool is None else pool(y), x.shape[0])
+    T = x.shape[0]
+    c = spike_conv(conv, fold(x)) if spikes else conv(fold(x))
+    if then is not None and pool is None:
+        return spike_after_norm(then, bn, c, T)
+    y = unfold(bn(c) if pool is None else pool(bn(c)), T)
+    return y if then is None else then(y)
 
 
 class FoldTime(nn.Module):
@@ -131,7 +173,7 @@ class EmbedOrig(nn.Module, HasConvBN):
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif(frames(x, self.proj_conv, self.proj_bn))
+        s = frames(x, self.proj_conv, self.proj_bn, then=self.lif)
         return self.embed1(s) + self.embed2(s)
 
 
@@ -221,7 +263,7 @@ class EmbedMaxPlus(nn.Module, HasConvBN):
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif2(self.max_embed1(self.lif1(frames(x, self.proj_conv, self.proj_bn))))
+        s = self.lif2(self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1)))
         return self.max_embed3(self.lif3(self.max_embed2(s))) + self.embed1(s)
 
 
@@ -400,7 +442,7 @@ class SpikeAttention(nn.Module, HasConvBN):
 
     def project(self, conv: nn.Conv1d, bn: nn.BatchNorm1d, lif: Neuron, s: torch.Tensor) -> torch.Tensor:
         """Spikes ``[T, B, C, N]`` of one projection of the input spikes ``s`` ``[T, B, C, N]``."""
-        return lif(frames(s, conv, bn, spikes=self.x_lif.spiking))
+        return frames(s, conv, bn, spikes=self.x_lif.spiking, then=lif)
 
     def output(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """``attn_lif -> Conv1d -> BN1d`` on ``[T, B, C, N]``, back to the membrane's ``shape``."""
@@ -512,10 +554,12 @@ class MLP(nn.Module, HasConvBN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.fc1_lif.spiking
-        h = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes)
         if self.inner_residual:
-            h = x = h + x
-        return x + frames(self.fc2_lif(h), self.fc2_conv, self.fc2_bn, spikes=spikes)
+            h = x = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes) + x
+            s = self.fc2_lif(h)
+        else:
+            s = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes, then=self.fc2_lif)
+        return x + frames(s, self.fc2_conv, self.fc2_bn, spikes=spikes)
 
 
 class Block(nn.Module):
@@ -771,8 +815,9 @@ class BasicBlock(nn.Module, HasConvBN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.spike1.spiking
-        y = frames(self.spike1(x), self.conv1, self.bn1, self.pool, spikes)
-        y = frames(self.spike2(y), self.conv2, self.bn2, spikes=spikes)
+        pool = None if isinstance(self.pool, nn.Identity) else self.pool
+        y = frames(self.spike1(x), self.conv1, self.bn1, pool, spikes, then=self.spike2)
+        y = frames(y, self.conv2, self.bn2, spikes=spikes)
         return y + (x if self.downsample is None else unfold(self.downsample(x), x.shape[0]))
 
 
