@@ -237,17 +237,16 @@ class NeuronSpec:
 # The same spikes and gradients as reference_sequence, with one autograd node for all T steps.
 
 def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
-    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``."""
+    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
+    (written step by step into their final tensors, so no per-step copies stay alive)."""
+    spikes, hs = torch.empty_like(x), torch.empty_like(x)
     v = torch.full_like(x[0], d.v_rest)
-    spikes, hs = [], []
-    for x_t in x.unbind(0):
-        h = charge(v, x_t, d)
+    for t in range(x.shape[0]):
+        h = charge(v, x[t], d)
         fired = h >= d.v_threshold
-        s = fired.to(x.dtype)
-        v = h - s * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
-        spikes.append(s)
-        hs.append(h)
-    return torch.stack(spikes), torch.stack(hs)
+        spikes[t], hs[t] = fired, h
+        v = h - spikes[t] * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
+    return spikes, hs
 
 
 def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
@@ -260,8 +259,9 @@ def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> t
     gradients are the same to the last bit.
     """
     surrogate = SURROGATES[d.surrogate][0]
-    grad_x, gv = [], None
-    for h_t, gs in zip(reversed(h.unbind(0)), reversed(grad_spikes.unbind(0))):
+    grad_x, gv = torch.empty_like(h), None
+    for t in reversed(range(h.shape[0])):
+        h_t, gs = h[t], grad_spikes[t]
         x = h_t - d.v_threshold
         if gv is None:  # nothing flows back from the last step's reset
             gh = surrogate(gs, x, d.alpha)
@@ -274,9 +274,9 @@ def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> t
                 gs = gs + gv * d.v_reset - gv * h_t  # summed in the order autograd sums
             gh = surrogate(gs, x, d.alpha) + gv * (1 - (x >= 0).to(h.dtype))
         leak = gh / d.tau if d.leaky else None
-        grad_x.append(leak if d.decay_input else gh)
+        grad_x[t] = leak if d.decay_input else gh
         gv = gh if leak is None else gh - leak
-    return torch.stack(grad_x[::-1])
+    return grad_x
 
 
 # backend -> its (forward, backward) pair, built on first use
