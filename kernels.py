@@ -226,7 +226,7 @@ class MaxPoolFunction(torch.autograd.Function):
 
 
 class MaxPool(nn.MaxPool2d):
-    """``nn.MaxPool2d(3, stride, 1)`` that saves only its indices for the backward (:class:`MaxPoolFunction`)."""
+    """``nn.MaxPool2d(3, stride, 1)`` that keeps only each argmax, in one byte, for the backward (:class:`MaxPoolFunction`)."""
 
     def __init__(self, stride: int) -> None:
         super().__init__(3, stride, 1)

@@ -1,5 +1,5 @@
 """The model zoo equals the authors' models: parameter counts, state-dict layouts, checkpoint loading,
-shapes and gradients of every variant, and input validation (MODELS.md, Tables 1, 4, 5, 7)."""
+shapes and gradients of every variant, and input validation (docs/reference/models.md, Tables 1, 4, 5, 7)."""
 import argparse
 import json
 from functools import lru_cache
@@ -39,7 +39,7 @@ def random_official_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
 def test_parameter_count_and_layout_equal_official(path):
-    """Exact parameter count (MODELS.md table) and the same keys, shapes and order as the authors'."""
+    """Exact parameter count (docs/reference/models.md table) and the same keys, shapes and order as the authors'."""
     model = create_model(path.stem)
     assert sum(p.numel() for p in model.parameters()) == layout(path)["parameters"]
     sd = model.state_dict()
@@ -157,7 +157,7 @@ def check_forward_backward(model: torch.nn.Module, x: torch.Tensor, classes: int
 
 @pytest.mark.parametrize("embed", EMBEDS)
 def test_every_patch_embedding_in_stage_one(embed):
-    """Each embedding works as stage 1 (raw input) and its stride is what MODELS.md says."""
+    """Each embedding works as stage 1 (raw input) and its stride is what docs/reference/models.md says."""
     torch.manual_seed(0)
     model = create_model("max_former_cifar10", embeds=(embed, "max", "max"), depths=(1, 1, 1), **SMALL)
     strides = {"orig": 1, "orig_later": 2, "max": 2, "avg": 2, "1max": 2, "max_plus": 8,

@@ -75,7 +75,7 @@ def test_if_equals_spikingjelly(v_threshold, v_reset, detach_reset, surrogate):
 
 
 def test_defaults_are_the_papers():
-    """MODELS.md "LIF": tau 2, threshold 1, hard reset to 0, input decay, detached reset, sigmoid alpha 4."""
+    """docs/reference/models.md "LIF": tau 2, threshold 1, hard reset to 0, input decay, detached reset, sigmoid alpha 4."""
     assert LIF().dynamics == Dynamics(2.0, 1.0, 0.0, True, True, "sigmoid", 4.0)
     assert NeuronSpec("lif")(v_threshold=0.5).dynamics.v_threshold == 0.5
     assert LIF(surrogate="atan").dynamics.alpha == 2.0
