@@ -6,27 +6,31 @@ an extra max-pool in the patch embeddings (section 3.2, "Embed-Max") and depth-w
 instead of self-attention in the early stages (section 3.3). A model is a stack of stages, each a
 patch embedding followed by blocks; a block is a token mixer followed by an S-MLP (Figure 1, Table 1).
 
-Conventions (``MODELS.md`` in the reference facts):
+Conventions (docs/reference/models.md):
 - activations are membrane potentials ``[T, B, C, H, W]`` (time first); every shortcut adds
   real-valued BN outputs ("membrane shortcut"), never spikes;
-- convolutions and batch norms run on ``[T*B, C, H, W]`` (time folded into batch);
-- attribute names follow the authors' checkpoint keys, so their released weights load by name.
+- convolutions and batch norms run on ``[T*B, C, H, W]`` (time folded into batch, :func:`frames`);
+- attribute names follow the authors' checkpoint keys, so their released weights load by name, and
+  the order in which a module assigns its layers is the order of the authors' keys.
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func:`load_official`.
+Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func:`load_model`,
+:func:`load_official`, :func:`read_checkpoint`, :func:`model_config`, :func:`calibrate_batchnorm`.
 """
 from __future__ import annotations
 
+import difflib
+import pickle
 import re
-from dataclasses import dataclass, fields, replace
-from functools import partial
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from neurons import make_neuron
+from kernels import MaxPool, spike_conv
+from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend
 
 
 # ----------------------------------------------------------------------------- time folding
@@ -41,56 +45,65 @@ def unfold(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unflatten(0, (T, -1))
 
 
+# Stands in, among autograd's saved tensors, for a neuron's membrane H that the backward recomputes.
+RECOMPUTED_MEMBRANE = object()
+
+
+def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> torch.Tensor:
+    """``neuron(unfold(bn(c)))``, where nothing else reads the BN output.
+
+    In training, a fused-backend LIF/IF keeps its membrane ``H`` for the backward; here ``H`` is
+    instead rebuilt in the backward from the BN input ``c``, which the BN keeps anyway: the same BN
+    (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
+    the same bits, and 4 bytes per element (float32) less are kept. Both modules are still called,
+    so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
+    backend, other neurons) run plainly.
+    """
+    y = unfold(bn(c), T)
+    plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
+                 and y.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(c.device.type))
+    backend = None if plain else pick_backend(y, neuron.backend)
+    if backend not in KERNELS:
+        return neuron(y)
+    membrane_shape = torch.Size((T, y[0].numel()))
+
+    def pack(t: torch.Tensor) -> object:
+        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == y.dtype else t
+
+    def unpack(saved: object) -> torch.Tensor:
+        if saved is not RECOMPUTED_MEMBRANE:
+            return saved
+        with torch.no_grad():
+            mean, var = (None if b is None else torch.zeros_like(b) for b in (bn.running_mean, bn.running_var))
+            y_again = nn.functional.batch_norm(c, mean, var, bn.weight, bn.bias, True, 0.0, bn.eps)
+            return KERNELS[backend]()[0](y_again.reshape(T, -1), neuron.dynamics)[1]
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return neuron(y)
+
+
+def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None,
+           spikes: bool = False, then: Neuron | None = None) -> torch.Tensor:
+    """``conv -> BN [-> pool] [-> then]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded
+    into batch for the convolution and the BN; ``then`` is a neuron reading the result).
+
+    ``spikes=True`` says ``x`` is a spiking neuron's output (exactly 0/1): the convolution then keeps
+    it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers. A
+    ``then`` neuron right after the BN rebuilds its membrane in the backward (:func:`spike_after_norm`).
+    """
+    T = x.shape[0]
+    c = spike_conv(conv, fold(x)) if spikes else conv(fold(x))
+    if then is not None and pool is None:
+        return spike_after_norm(then, bn, c, T)
+    y = unfold(bn(c) if pool is None else pool(bn(c)), T)
+    return y if then is None else then(y)
+
+
 class FoldTime(nn.Module):
     """``[T, B, ...] -> [T*B, ...]`` as a module (first element of Max-ResNet's shortcut)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fold(x)
-
-
-@dataclass
-class NeuronSpec:
-    """Which neuron every layer of a model uses: ``kind`` is ``lif``, ``if`` or ``relu`` (ANN twin)."""
-
-    kind: str = "lif"
-    tau: float = 2.0
-    backend: str = "auto"
-
-    def __call__(self, v_threshold: float = 1.0) -> nn.Module:
-        return make_neuron(self.kind, v_threshold=v_threshold, tau=self.tau, backend=self.backend)
-
-
-class MaxPoolFunction(torch.autograd.Function):
-    """3x3 max-pool, padding 1, whose backward keeps only the argmax indices: autograd's own
-    max-pool also keeps its input, which the backward reads only for its shape. Same outputs and
-    the same gradients (same kernels), a third less memory for this layer in training."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
-        y, indices = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1])
-        ctx.save_for_backward(indices)
-        ctx.shape, ctx.stride = x.shape, stride
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (indices,) = ctx.saved_tensors
-        shape_only = grad.new_empty(()).expand(ctx.shape)  # the kernel reads the input's shape only
-        s = ctx.stride
-        return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, shape_only, [3, 3], [s, s], [1, 1], [1, 1], False, indices), None
-
-
-class MaxPool(nn.MaxPool2d):
-    """``nn.MaxPool2d(3, stride, 1)`` that saves only its indices for the backward (:class:`MaxPoolFunction`)."""
-
-    def __init__(self, stride: int) -> None:
-        super().__init__(3, stride, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return MaxPoolFunction.apply(x, self.stride)
-        return super().forward(x)
 
 
 def make_pool(kind: str | None, stride: int) -> nn.Module:
@@ -109,28 +122,43 @@ def conv_bn(cin: int, cout: int, k: int, s: int = 1) -> tuple[nn.Conv2d, nn.Batc
     return nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout)
 
 
-class Unit(nn.Module):
-    """``Conv2d(k, s, p, bias=False) -> BN2d -> [pool]`` on spikes ``[T, B, Cin, H, W]``.
+class HasConvBN:
+    """A module whose convolutions are each followed by a batch norm; ``conv_bn_pairs`` names them
+    for :meth:`SpikingNet.fuse` (explicitly, so fusing never depends on attribute order)."""
 
-    This is MODELS.md's ``Unit`` without its leading LIF: embeddings own their neurons, because
-    a main path and a shortcut often read the same spikes (computed once here).
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        raise NotImplementedError
+
+
+class Unit(nn.Module, HasConvBN):
+    """``Conv2d(k, s, p, bias=False) -> BN2d -> [pool 3x3/2]`` on ``[T, B, Cin, H, W]``.
+
+    This is docs/reference/models.md's ``Unit`` without its leading LIF: embeddings own their neurons,
+    because a main path and a shortcut often read the same spikes (computed once). ``spikes``: the
+    input is a spiking neuron's output (see :func:`frames`).
     """
 
-    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None) -> None:
+    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None,
+                 spikes: bool = True) -> None:
         super().__init__()
         self.embed_conv, self.embed_bn = conv_bn(cin, cout, k, s)
         self.pool = make_pool(pool, 2)
+        self.spikes = spikes
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.embed_conv, self.embed_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return unfold(self.pool(self.embed_bn(self.embed_conv(fold(x)))), x.shape[0])
+        return frames(x, self.embed_conv, self.embed_bn, self.pool, self.spikes)
 
 
 # ----------------------------------------------------------------------------- patch embeddings
 # Input membrane [T, B, Cin, H, W] -> output membrane [T, B, D, H/stride, W/stride].
+# (docs/reference/models.md, "Patch embeddings", gives each one's layers and the authors' class name.)
 
-class EmbedOrig(nn.Module):
-    """``Embed_Orig`` (CIFAR stage 1, the paper's Embed-Orig, Table 4): stem, then
-    ``conv3x3`` main path and ``conv1x1`` shortcut on the stem's spikes. Stride 1."""
+class EmbedOrig(nn.Module, HasConvBN):
+    """Embed-Orig, stage 1 (``Embed_Orig``, Table 4): stem conv3x3, then ``conv3x3`` main path and
+    ``conv1x1`` shortcut on the stem's spikes. Stride 1."""
 
     stride = 1
 
@@ -138,50 +166,85 @@ class EmbedOrig(nn.Module):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 2, 3)
         self.lif = neuron()
-        self.embed1 = Unit(dim // 2, dim, 3)
-        self.embed2 = Unit(dim // 2, dim, 1)
+        self.embed1 = Unit(dim // 2, dim, 3, spikes=neuron.spiking)
+        self.embed2 = Unit(dim // 2, dim, 1, spikes=neuron.spiking)
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif(unfold(self.proj_bn(self.proj_conv(fold(x))), x.shape[0]))
+        s = frames(x, self.proj_conv, self.proj_bn, then=self.lif)
         return self.embed1(s) + self.embed2(s)
 
 
-class TwoStepEmbed(nn.Module):
-    """The stage-2/3 patch embeddings: ``LIF -> Unit -> LIF -> Unit`` on the main path plus a 1x1
-    ``Unit`` shortcut, both reading the first LIF's spikes; stride 2. The variants differ only in
-    where they downsample (``where``) and in the authors' key names for the three units (``names``):
-
-    - ``conv`` (``Embed_Orig_later``, Embed-Orig in stages >= 2): the second conv and the shortcut have stride 2;
-    - ``first`` (``Embed_Max`` / ``Embed_Avg``, the paper's Embed-Max, section 3.2): a 3x3/2 max- or
-      avg-pool after the first conv and on the shortcut;
-    - ``second`` (``Embed_1Max``, MS-QKFormer): a 3x3/2 max-pool after the second conv; stride-2 shortcut.
-    """
+class EmbedOrigLater(nn.Module):
+    """Embed-Orig in stages >= 2 (``Embed_Orig_later``): ``LIF -> Unit -> LIF -> Unit(stride 2)`` plus
+    a 1x1/2 ``Unit`` shortcut, both reading the first LIF's spikes. Stride 2 from the convolutions."""
 
     stride = 2
 
-    def __init__(self, cin: int, dim: int, neuron: NeuronSpec, names: tuple[str, str, str],
-                 where: str, pool: str = "max") -> None:
+    def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        if where not in ("conv", "first", "second"):
-            raise ValueError(f"where must be 'conv', 'first' or 'second', got {where!r}")
-        self.names = names
-        first_pool = pool if where == "first" else None
         self.lif1 = neuron()
-        setattr(self, names[0], Unit(cin, dim, 3, pool=first_pool))
+        self.embed1 = Unit(cin, dim, 3, spikes=neuron.spiking)
         self.lif2 = neuron()
-        setattr(self, names[1], Unit(dim, dim, 3, 2 if where == "conv" else 1, pool=pool if where == "second" else None))
-        setattr(self, names[2], Unit(cin, dim, 1, 1 if where == "first" else 2, pool=first_pool))
+        self.embed2 = Unit(dim, dim, 3, 2, spikes=neuron.spiking)
+        self.embed3 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first, second, shortcut = (getattr(self, name) for name in self.names)
         s = self.lif1(x)
-        return second(self.lif2(first(s))) + shortcut(s)
+        return self.embed2(self.lif2(self.embed1(s))) + self.embed3(s)
 
 
-class EmbedMaxPlus(nn.Module):
-    """``Embed_Max_plus`` (event stage 1, the paper's Embed-Max+): stem to D/8, three
-    conv-BN-maxpool units to D/4, D/2, D, and a stride-4 1x1 shortcut from the second unit's
-    spikes. Stride 8: 128x128 event frames become 16x16 tokens."""
+class EmbedMax(nn.Module):
+    """Embed-Max (``Embed_Max``, section 3.2): as Embed-Orig-later, but a 3x3/2 max-pool after the
+    first conv and on the 1x1 shortcut does the downsampling, all convolutions stride 1. Stride 2."""
+
+    stride = 2
+    pool = "max"
+
+    def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
+        super().__init__()
+        self.lif1 = neuron()
+        self.max_embed1 = Unit(cin, dim, 3, pool=self.pool, spikes=neuron.spiking)
+        self.lif2 = neuron()
+        self.embed1 = Unit(dim, dim, 3, spikes=neuron.spiking)
+        self.max_embed2 = Unit(cin, dim, 1, pool=self.pool, spikes=neuron.spiking)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif1(x)
+        return self.embed1(self.lif2(self.max_embed1(s))) + self.max_embed2(s)
+
+
+class EmbedAvg(EmbedMax):
+    """Embed-Avg (``Embed_Avg``, the ablation of Table 4): Embed-Max with 3x3/2 average pools."""
+
+    pool = "avg"
+
+
+class Embed1Max(nn.Module):
+    """Embed-1Max (``Embed_1Max``, MS-QKFormer's later stages): ``LIF -> Unit -> LIF -> Unit ->
+    max-pool 3x3/2`` plus a 1x1/2 ``Unit`` shortcut from the first LIF's spikes. Stride 2."""
+
+    stride = 2
+
+    def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
+        super().__init__()
+        self.lif1 = neuron()
+        self.embed1 = Unit(cin, dim, 3, spikes=neuron.spiking)
+        self.lif2 = neuron()
+        self.max_embed1 = Unit(dim, dim, 3, pool="max", spikes=neuron.spiking)
+        self.embed2 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif1(x)
+        return self.max_embed1(self.lif2(self.embed1(s))) + self.embed2(s)
+
+
+class EmbedMaxPlus(nn.Module, HasConvBN):
+    """Embed-Max+ (``Embed_Max_plus``, event stage 1): stem to D/8, three conv-BN-maxpool units to
+    D/4, D/2, D, and a stride-4 1x1 shortcut from the second unit's spikes. Stride 8: 128x128 event
+    frames become 16x16 tokens."""
 
     stride = 8
 
@@ -189,42 +252,45 @@ class EmbedMaxPlus(nn.Module):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 8, 3)
         self.lif1 = neuron()
-        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max")
+        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max", spikes=neuron.spiking)
         self.lif2 = neuron()
-        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max")
+        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max", spikes=neuron.spiking)
         self.lif3 = neuron()
-        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max")
-        self.embed1 = Unit(dim // 4, dim, 1, 4)
+        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max", spikes=neuron.spiking)
+        self.embed1 = Unit(dim // 4, dim, 1, 4, spikes=neuron.spiking)
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stem = unfold(self.proj_bn(self.proj_conv(fold(x))), x.shape[0])
-        s = self.lif2(self.max_embed1(self.lif1(stem)))
+        s = self.lif2(self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1)))
         return self.max_embed3(self.lif3(self.max_embed2(s))) + self.embed1(s)
 
 
 class EmbedOrigImageNet(nn.Module):
-    """``Embed_Orig_ImageNet`` (Max-Former ImageNet stage 1): two stride-2 convs (the first on the
-    raw image), a third conv, and a 1x1/2 shortcut from the second unit's spikes. Stride 4."""
+    """The ImageNet stem (``Embed_Orig_ImageNet``, Max-Former stage 1, Table 3): two stride-2 convs
+    (the first on the raw image), a third conv, and a 1x1/2 shortcut from the second unit's spikes.
+    Stride 4."""
 
     stride = 4
 
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        self.embed1 = Unit(cin, dim // 2, 3, 2)
+        self.embed1 = Unit(cin, dim // 2, 3, 2, spikes=False)
         self.lif1 = neuron()
-        self.embed2 = Unit(dim // 2, dim, 3, 2)
+        self.embed2 = Unit(dim // 2, dim, 3, 2, spikes=neuron.spiking)
         self.lif2 = neuron()
-        self.embed3 = Unit(dim, dim, 3)
-        self.embed4 = Unit(dim // 2, dim, 1, 2)
+        self.embed3 = Unit(dim, dim, 3, spikes=neuron.spiking)
+        self.embed4 = Unit(dim // 2, dim, 1, 2, spikes=neuron.spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(self.embed1(x))
         return self.embed3(self.lif2(self.embed2(s))) + self.embed4(s)
 
 
-class QKEmbedInit(nn.Module):
-    """``PatchEmbedInit`` (MS-QKFormer ImageNet stage 1): conv-BN-maxpool on the raw image, LIF,
-    conv-BN-maxpool, LIF, conv-BN; 1x1/2 shortcut from the first LIF's spikes. Stride 4."""
+class QKEmbedInit(nn.Module, HasConvBN):
+    """MS-QKFormer's ImageNet stem (``PatchEmbedInit``, stage 1): conv-BN-maxpool on the raw image,
+    LIF, conv-BN-maxpool, LIF, conv-BN; 1x1/2 shortcut from the first LIF's spikes. Stride 4."""
 
     stride = 4
 
@@ -239,16 +305,20 @@ class QKEmbedInit(nn.Module):
         self.proj_conv2, self.proj_bn2 = conv_bn(dim, dim, 3)
         self.rpe_conv, self.rpe_bn = conv_bn(dim // 2, dim, 1, 2)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.proj_conv, self.proj_bn), (self.proj_conv1, self.proj_bn1),
+                (self.proj_conv2, self.proj_bn2), (self.rpe_conv, self.rpe_bn)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        s = self.proj_lif(unfold(self.proj_maxpool(self.proj_bn(self.proj_conv(fold(x)))), T))
-        y = self.proj_maxpool1(self.proj_bn1(self.proj_conv1(fold(s))))
-        y = self.proj_bn2(self.proj_conv2(fold(self.proj_lif1(unfold(y, T)))))
-        return unfold(y + self.rpe_bn(self.rpe_conv(fold(s))), T)
+        spikes = self.proj_lif.spiking
+        s = self.proj_lif(frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool))
+        y = self.proj_lif1(frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1, spikes))
+        return frames(y, self.proj_conv2, self.proj_bn2, spikes=spikes) + frames(s, self.rpe_conv, self.rpe_bn,
+                                                                                 spikes=spikes)
 
 
-class QKEmbedStage(nn.Module):
-    """``PatchEmbeddingStage`` (MS-QKFormer ImageNet stages 2-3): LIF, conv-BN-maxpool, LIF,
+class QKEmbedStage(nn.Module, HasConvBN):
+    """MS-QKFormer's ImageNet stages 2-3 (``PatchEmbeddingStage``): LIF, conv-BN-maxpool, LIF,
     conv-BN; 1x1/2 shortcut from the first LIF's spikes. Stride 2."""
 
     stride = 2
@@ -262,26 +332,38 @@ class QKEmbedStage(nn.Module):
         self.proj4_conv, self.proj4_bn = conv_bn(dim, dim, 3)
         self.proj_res_conv, self.proj_res_bn = conv_bn(cin, dim, 1, 2)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.proj3_conv, self.proj3_bn), (self.proj4_conv, self.proj4_bn),
+                (self.proj_res_conv, self.proj_res_bn)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        s = fold(self.proj_lif(x))
-        y = unfold(self.proj3_maxpool(self.proj3_bn(self.proj3_conv(s))), T)
-        y = self.proj4_bn(self.proj4_conv(fold(self.proj_lif4(y))))
-        return unfold(y + self.proj_res_bn(self.proj_res_conv(s)), T)
+        spikes = self.proj_lif.spiking
+        s = self.proj_lif(x)
+        y = self.proj_lif4(frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool, spikes))
+        return frames(y, self.proj4_conv, self.proj4_bn, spikes=spikes) + frames(
+            s, self.proj_res_conv, self.proj_res_bn, spikes=spikes)
 
 
 # name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
-EMBEDDINGS: dict[str, Callable[..., nn.Module]] = {
+EMBEDDINGS: dict[str, Callable[[int, int, NeuronSpec], nn.Module]] = {
     "orig": EmbedOrig,
-    "orig_later": partial(TwoStepEmbed, names=("embed1", "embed2", "embed3"), where="conv"),
-    "max": partial(TwoStepEmbed, names=("max_embed1", "embed1", "max_embed2"), where="first", pool="max"),
-    "avg": partial(TwoStepEmbed, names=("max_embed1", "embed1", "max_embed2"), where="first", pool="avg"),
-    "1max": partial(TwoStepEmbed, names=("embed1", "max_embed1", "embed2"), where="second", pool="max"),
+    "orig_later": EmbedOrigLater,
+    "max": EmbedMax,
+    "avg": EmbedAvg,
+    "1max": Embed1Max,
     "max_plus": EmbedMaxPlus,
     "orig_imagenet": EmbedOrigImageNet,
     "qk_init": QKEmbedInit,
     "qk_stage": QKEmbedStage,
 }
+
+
+def make_embedding(name: str, stage: int, cin: int, dim: int, neuron: NeuronSpec) -> nn.Module:
+    """Stage ``stage``'s patch embedding from its spec name (``orig`` after stage 1 is ``orig_later``)."""
+    name = "orig_later" if name == "orig" and stage > 1 else name
+    if name not in EMBEDDINGS:
+        raise ValueError(f"unknown patch embedding {name!r}; use one of {sorted(EMBEDDINGS)}")
+    return EMBEDDINGS[name](cin, dim, neuron)
 
 
 # ----------------------------------------------------------------------------- token mixers
@@ -299,7 +381,7 @@ class PoolMixer(nn.Module):
         return unfold(self.pool(fold(x)), x.shape[0])
 
 
-class DWC(nn.Module):
+class DWC(nn.Module, HasConvBN):
     """DWC-k token mixer (section 3.3): ``LIF -> depth-wise Conv kxk (bias) -> BN``, plus input.
     One module for every odd k (the paper uses 3, 5, 7 and 1 in the ablations)."""
 
@@ -311,38 +393,60 @@ class DWC(nn.Module):
         self.conv = nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim)
         self.conv_bn = nn.BatchNorm2d(dim)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.conv, self.conv_bn)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + unfold(self.conv_bn(self.conv(fold(self.conv_neuron(x)))), x.shape[0])
+        return x + frames(self.conv_neuron(x), self.conv, self.conv_bn, spikes=self.conv_neuron.spiking)
 
 
-def tokens_conv(conv: nn.Conv1d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    """``Conv1d 1x1 -> BN1d`` on tokens ``[T, B, C, N]``."""
-    return unfold(bn(conv(fold(x))), x.shape[0])
+class SpikeProduct(nn.Module):
+    """A product in an attention mixer whose first operand is a spiking neuron's output, as a module
+    so analysis tools can hook it (``energy.py`` counts ``macs_per_element`` multiply-accumulates per
+    element of that operand, gated by its firing rate). No parameters, no state-dict entries."""
+
+    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int) -> None:
+        super().__init__()
+        self.product, self.macs_per_element = product, macs_per_element
+
+    def forward(self, spikes: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        return self.product(spikes, *others)
 
 
-class SpikeAttention(nn.Module):
-    """What SSA and token QK attention share: ``LIF`` on the input, then for each named projection
-    (``q``, ``k``, ``v``) ``Conv1d 1x1 (no bias) -> BN1d -> LIF`` over the N = H*W tokens, an attention
-    LIF with threshold 0.5, and the output ``Conv1d 1x1 (bias) -> BN1d``."""
+def projection(dim: int, neuron: NeuronSpec) -> tuple[nn.Conv1d, nn.BatchNorm1d, Neuron]:
+    """A q, k or v projection of the attention mixers: ``Conv1d 1x1 (no bias) -> BN1d -> LIF``."""
+    return nn.Conv1d(dim, dim, 1, bias=False), nn.BatchNorm1d(dim), neuron()
 
-    def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, projections: str) -> None:
+
+class SpikeAttention(nn.Module, HasConvBN):
+    """What SSA and token QK attention share: ``LIF`` on the input, the ``q``, ``k`` (and, with
+    ``value``, ``v``) projections (``Conv1d 1x1 (no bias) -> BN1d -> LIF`` over the N = H*W tokens), an
+    attention LIF with threshold 0.5 and the output ``Conv1d 1x1 (bias) -> BN1d``."""
+
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, value: bool) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
         self.dim, self.num_heads = dim, num_heads
         self.x_lif = neuron()
-        for name in projections:
-            setattr(self, f"{name}_conv", nn.Conv1d(dim, dim, 1, bias=False))
-            setattr(self, f"{name}_bn", nn.BatchNorm1d(dim))
-            setattr(self, f"{name}_lif", neuron())
+        self.q_conv, self.q_bn, self.q_lif = projection(dim, neuron)
+        self.k_conv, self.k_bn, self.k_lif = projection(dim, neuron)
+        if value:
+            self.v_conv, self.v_bn, self.v_lif = projection(dim, neuron)
         self.attn_lif = neuron(v_threshold=0.5)
         self.proj_conv = nn.Conv1d(dim, dim, 1)
         self.proj_bn = nn.BatchNorm1d(dim)
 
-    def project(self, name: str, s: torch.Tensor) -> torch.Tensor:
-        """Spikes ``[T, B, C, N]`` of projection ``name`` (q, k or v)."""
-        conv, bn, lif = (getattr(self, f"{name}_{part}") for part in ("conv", "bn", "lif"))
-        return lif(tokens_conv(conv, bn, s))
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.q_conv, self.q_bn), (self.k_conv, self.k_bn), (self.proj_conv, self.proj_bn)]
+
+    def project(self, conv: nn.Conv1d, bn: nn.BatchNorm1d, lif: Neuron, s: torch.Tensor) -> torch.Tensor:
+        """Spikes ``[T, B, C, N]`` of one projection of the input spikes ``s`` ``[T, B, C, N]``."""
+        return frames(s, conv, bn, spikes=self.x_lif.spiking, then=lif)
+
+    def output(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """``attn_lif -> Conv1d -> BN1d`` on ``[T, B, C, N]``, back to the membrane's ``shape``."""
+        return frames(self.attn_lif(y), self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(shape)
 
 
 class SSA(SpikeAttention):
@@ -356,7 +460,10 @@ class SSA(SpikeAttention):
     scale = 0.125
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, dwc: bool = False) -> None:
-        super().__init__(dim, num_heads, neuron, "qkv")
+        super().__init__(dim, num_heads, neuron, value=True)
+        d = dim // num_heads  # each product costs N*d*d per head, d per element of its spiking operand
+        self.kv_product = SpikeProduct(lambda k, v: k.transpose(-2, -1) @ v, d)
+        self.qkv_product = SpikeProduct(lambda q, kv: q @ kv, d)
         if dwc:
             self.dwc_neuron = neuron()
             self.dwc = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim)
@@ -364,23 +471,25 @@ class SSA(SpikeAttention):
         else:
             self.dwc = None
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        dwc = [] if self.dwc is None else [(self.dwc, self.dwc_bn)]
+        return super().conv_bn_pairs() + [(self.v_conv, self.v_bn)] + dwc
+
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, C, N] -> [T, B, heads, N, C/heads]``."""
         T, B, C, N = x.shape
         return x.transpose(-1, -2).reshape(T, B, N, self.num_heads, C // self.num_heads).transpose(2, 3)
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Linear spike attention ``q @ (k^T @ v) * scale`` per head: ``[T, B, h, N, d]``."""
-        return q @ (k.transpose(-2, -1) @ v) * self.scale
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
-        s = self.x_lif(x).flatten(3)                                           # [T, B, C, N]
-        q, k, v = (self.heads(self.project(name, s)) for name in "qkv")       # [T, B, h, N, C/h]
-        y = self.attention(q, k, v).transpose(3, 4).reshape(T, B, C, H * W)  # heads back to channels
-        y = tokens_conv(self.proj_conv, self.proj_bn, self.attn_lif(y)).reshape(T, B, C, H, W)
+        s = self.x_lif(x).flatten(3)                                                  # [T, B, C, N]
+        q = self.heads(self.project(self.q_conv, self.q_bn, self.q_lif, s))          # [T, B, h, N, C/h]
+        k = self.heads(self.project(self.k_conv, self.k_bn, self.k_lif, s))
+        v = self.heads(self.project(self.v_conv, self.v_bn, self.v_lif, s))
+        y = self.qkv_product(q, self.kv_product(k, v)) * self.scale                  # q @ (k^T @ v) * scale
+        y = self.output(y.transpose(3, 4).reshape(T, B, C, H * W), x.shape)          # heads back to channels
         if self.dwc is not None:  # SSA+DWC: a depth-wise 5x5 restores high frequencies (Table 7)
-            y = unfold(self.dwc_bn(self.dwc(fold(self.dwc_neuron(y)))), T)
+            y = frames(self.dwc_neuron(y), self.dwc, self.dwc_bn, spikes=self.dwc_neuron.spiking)
         return y + x
 
 
@@ -390,15 +499,18 @@ class TokenQK(SpikeAttention):
     ``LIF (threshold 0.5)`` to give a binary token mask; ``x = mask * k``; ``Conv1d -> BN1d``; plus input."""
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec) -> None:
-        super().__init__(dim, num_heads, neuron, "qk")
+        super().__init__(dim, num_heads, neuron, value=False)
+        self.q_sum = SpikeProduct(lambda q: q.sum(dim=3, keepdim=True), 1)      # one add per q element
+        self.mask_product = SpikeProduct(lambda mask, k: mask * k, dim // num_heads)  # d per mask element
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
         s = self.x_lif(x).flatten(3)                                                  # [T, B, C, N]
-        q, k = (self.project(name, s).unflatten(2, (self.num_heads, -1)) for name in "qk")  # [T, B, h, C/h, N]
-        mask = self.attn_lif(q.sum(dim=3, keepdim=True))                              # [T, B, h, 1, N]
-        y = (mask * k).flatten(2, 3)                                                  # [T, B, C, N]
-        return tokens_conv(self.proj_conv, self.proj_bn, y).reshape(T, B, C, H, W) + x
+        q = self.project(self.q_conv, self.q_bn, self.q_lif, s).unflatten(2, (self.num_heads, -1))  # [T, B, h, C/h, N]
+        k = self.project(self.k_conv, self.k_bn, self.k_lif, s).unflatten(2, (self.num_heads, -1))
+        mask = self.attn_lif(self.q_sum(q))                                           # [T, B, h, 1, N]
+        y = self.mask_product(mask, k).flatten(2, 3)                                  # [T, B, C, N]
+        return frames(y, self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(x.shape) + x
 
 
 # name -> factory(dim, num_heads, neuron). Register your own mixer here to use it in spec strings.
@@ -422,7 +534,7 @@ def make_mixer(name: str, dim: int, num_heads: int, neuron: NeuronSpec) -> nn.Mo
     raise ValueError(f"unknown token mixer {name!r}; use one of {sorted(MIXERS)} or dwc<k> (odd k, e.g. dwc3)")
 
 
-class MLP(nn.Module):
+class MLP(nn.Module, HasConvBN):
     """S-MLP: ``LIF -> Conv1x1 -> BN -> LIF -> Conv1x1 -> BN``, plus input. When the hidden width
     equals the width (ratio 1, event models) the block input is also added after the first BN,
     and that sum is the identity of the second shortcut."""
@@ -437,68 +549,35 @@ class MLP(nn.Module):
         self.fc2_bn = nn.BatchNorm2d(dim)
         self.inner_residual = hidden == dim
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.fc1_conv, self.fc1_bn), (self.fc2_conv, self.fc2_bn)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        h = unfold(self.fc1_bn(self.fc1_conv(fold(self.fc1_lif(x)))), T)
+        spikes = self.fc1_lif.spiking
         if self.inner_residual:
-            h = x = h + x
-        return x + unfold(self.fc2_bn(self.fc2_conv(fold(self.fc2_lif(h)))), T)
+            h = x = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes) + x
+            s = self.fc2_lif(h)
+        else:
+            s = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes, then=self.fc2_lif)
+        return x + frames(s, self.fc2_conv, self.fc2_bn, spikes=spikes)
 
 
 class Block(nn.Module):
     """Token mixer then S-MLP (Figure 1). Attention mixers are stored as ``attn``, the others as
-    ``mixer``, matching the authors' checkpoint keys."""
+    ``mixer`` (the other attribute is None), matching the authors' checkpoint keys."""
 
     def __init__(self, mixer: nn.Module, mlp: MLP) -> None:
         super().__init__()
-        if isinstance(mixer, SpikeAttention):
-            self.attn = mixer
-        else:
-            self.mixer = mixer
+        attention = isinstance(mixer, SpikeAttention)
+        self.attn = mixer if attention else None
+        self.mixer = None if attention else mixer
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mixer = self.attn if hasattr(self, "attn") else self.mixer
-        return self.mlp(mixer(x))
+        return self.mlp((self.mixer if self.attn is None else self.attn)(x))
 
 
 # ----------------------------------------------------------------------------- models
-
-class SpikingNet(nn.Module):
-    """What Max-Former and Max-ResNet share: T, the stage loop with optional activation
-    checkpointing per stage (``checkpoint_stages``, for T=16 event training), and BN folding."""
-
-    cfg: NetConfig
-    checkpoint_stages: bool = False
-
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
-    def stages(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def run_stages(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages():
-            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
-        return x
-
-    def fuse(self) -> "SpikingNet":
-        """Fold every batch norm into the convolution before it, for inference (eval mode).
-
-        The fused model computes the same function with fewer passes over the activations, but its
-        state dict no longer has BN entries: load checkpoints before fusing.
-        """
-        if self.training:
-            raise RuntimeError("fuse() folds running BN statistics: call model.eval() first")
-        for module in list(self.modules()):
-            children = list(module.named_children())
-            for (_, conv), (bn_name, bn) in zip(children, children[1:]):
-                if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                    fold_bn_into_conv(conv, bn)
-                    setattr(module, bn_name, nn.Identity())
-        return self
-
 
 @torch.no_grad()
 def fold_bn_into_conv(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
@@ -508,6 +587,13 @@ def fold_bn_into_conv(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.Batch
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.mul_(scale.reshape(-1, *[1] * (conv.weight.dim() - 1)))
     conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
+def up_to(items: Sequence[nn.Module], n: int, what: str) -> list[nn.Module | None]:
+    """``items`` padded with None to ``n`` entries (the model attributes of absent stages)."""
+    if not 1 <= len(items) <= n:
+        raise ValueError(f"{what} has 1 to {n} stages, got {len(items)}")
+    return [*items, *[None] * (n - len(items))]
 
 
 @dataclass
@@ -524,67 +610,66 @@ class NetConfig:
     neuron_backend: str = "auto"
 
 
-@dataclass
-class MaxFormerConfig(NetConfig):
-    """A hierarchical spiking transformer, one entry per stage (Table 1, Tables 4 and 7).
+class SpikingNet(nn.Module):
+    """What Max-Former and Max-ResNet share: T, the stage loop with optional activation
+    checkpointing per stage (``checkpoint_stages``, for T=16 event training), BN folding, and what
+    the analysis tools ask of a model (:attr:`is_event`, :meth:`named_blocks`, :meth:`stage_of`)."""
 
-    ``embeds[i]`` names stage i's patch embedding (see :data:`EMBEDDINGS`; ``orig`` in a later
-    stage means ``orig_later``) and ``mixers[i]`` its token mixer (:func:`make_mixer`).
-    """
+    cfg: NetConfig
+    checkpoint_stages: bool = False
 
-    dims: tuple[int, ...] = (96, 192, 384)
-    depths: tuple[int, ...] = (1, 1, 2)
-    embeds: tuple[str, ...] = ("orig", "max", "max")
-    mixers: tuple[str, ...] = ("id", "dwc3", "ssa")
-    mlp_ratio: float = 4.0
-    num_heads: int = 8
-    init: str = "cifar"
+    @property
+    def T(self) -> int:
+        return self.cfg.T
 
-
-class MaxFormer(SpikingNet):
-    """Max-Former (and MS-QKFormer, which differs only in its per-stage spec).
-
-    Input: static images ``[B, C, H, W]`` (repeated T times) or event frames ``[B, T, C, H, W]``
-    (run with whatever T they carry). Output: logits ``[B, num_classes]``. Head: mean over tokens,
-    LIF, Linear, mean over T.
-    """
-
-    def __init__(self, cfg: MaxFormerConfig) -> None:
-        super().__init__()
-        n = len(cfg.dims)
-        if not (len(cfg.depths) == len(cfg.embeds) == len(cfg.mixers) == n):
-            raise ValueError(f"dims, depths, embeds and mixers need one entry per stage, got "
-                             f"{cfg.dims}, {cfg.depths}, {cfg.embeds}, {cfg.mixers}")
-        self.cfg = cfg
-        neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
-        self.stride = 1
-        for i, (cin, dim, embed) in enumerate(zip((cfg.in_channels, *cfg.dims), cfg.dims, cfg.embeds), 1):
-            embed = "orig_later" if embed == "orig" and i > 1 else embed
-            if embed not in EMBEDDINGS:
-                raise ValueError(f"unknown patch embedding {embed!r}; use one of {sorted(EMBEDDINGS)}")
-            setattr(self, f"patch_embed{i}", EMBEDDINGS[embed](cin, dim, neuron))
-            self.stride *= getattr(self, f"patch_embed{i}").stride
-        for i, (dim, depth, mixer) in enumerate(zip(cfg.dims, cfg.depths, cfg.mixers), 1):
-            setattr(self, f"stage{i}", nn.ModuleList(
-                Block(make_mixer(mixer, dim, cfg.num_heads, neuron), MLP(dim, int(dim * cfg.mlp_ratio), neuron))
-                for _ in range(depth)))
-        self.head_lif = neuron()
-        self.head = nn.Linear(cfg.dims[-1], cfg.num_classes)
-        init_weights(self, cfg.init)
+    @property
+    def is_event(self) -> bool:
+        """True for models of 2-channel (ON/OFF) event frames ``[B, T, 2, H, W]``."""
+        return self.cfg.in_channels == 2
 
     def stages(self) -> list[nn.Module]:
-        """Stage i = ``patch_embed{i}`` followed by the blocks of ``stage{i}``."""
-        return [nn.Sequential(getattr(self, f"patch_embed{i}"), *getattr(self, f"stage{i}"))
-                for i in range(1, len(self.cfg.dims) + 1)]
+        """The stages in forward order, each a module from membrane to membrane."""
+        raise NotImplementedError
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-first input ``[T, B, C, H, W]`` -> final membrane ``[T, B, D, H/s, W/s]``."""
-        return self.run_stages(x)
+    def named_blocks(self) -> list[tuple[str, nn.Module]]:
+        """Embeddings and blocks in forward order, with their module paths."""
+        raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
-        x = self.forward_features(x).flatten(3).mean(3)     # [T, B, D]
-        return self.head(self.head_lif(x)).mean(0)          # [B, classes]
+    def components(self) -> list[tuple[str, str, str]]:
+        """``(module path, stage label, component)`` for :meth:`stage_of`, most specific first."""
+        raise NotImplementedError
+
+    def stage_of(self, module_name: str) -> tuple[str, str]:
+        """``(stage label, component)`` of a module path, component one of ``embedding``, ``mixer``,
+        ``mlp``, ``block``, ``classifier`` or ``other`` (stage ``"-"``)."""
+        for path, stage, component in self.components():
+            if module_name == path or module_name.startswith(path + "."):
+                return stage, component
+        return "-", "other"
+
+    def run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages():
+            x = checkpoint(stage, x, use_reentrant=False) if self.checkpoint_stages and self.training else stage(x)
+        return x
+
+    def fuse(self) -> "SpikingNet":
+        """Fold every batch norm into the convolution before it, for inference (eval mode).
+
+        The pairs come from each module's ``conv_bn_pairs`` (:class:`HasConvBN`). The fused model
+        computes the same function with fewer passes over the activations, but its state dict no
+        longer has BN entries: load checkpoints before fusing.
+        """
+        if self.training:
+            raise RuntimeError("fuse() folds running BN statistics: call model.eval() first")
+        place = {id(child): (parent, name) for parent in self.modules() for name, child in parent.named_children()}
+        for module in list(self.modules()):
+            if isinstance(module, HasConvBN):
+                for conv, bn in module.conv_bn_pairs():
+                    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                        fold_bn_into_conv(conv, bn)
+                        parent, name = place[id(bn)]
+                        parent.register_module(name, nn.Identity())
+        return self
 
 
 def to_time_first(x: torch.Tensor, T: int, in_channels: int, stride: int) -> torch.Tensor:
@@ -623,9 +708,90 @@ def init_weights(model: nn.Module, scheme: str) -> None:
             nn.init.zeros_(m.bias)
 
 
+@dataclass
+class MaxFormerConfig(NetConfig):
+    """A hierarchical spiking transformer, one entry per stage (1 to 3 stages; Table 1, Tables 4 and 7).
+
+    ``embeds[i]`` names stage i's patch embedding (see :data:`EMBEDDINGS`; ``orig`` in a later
+    stage means ``orig_later``) and ``mixers[i]`` its token mixer (:func:`make_mixer`).
+    """
+
+    dims: tuple[int, ...] = (96, 192, 384)
+    depths: tuple[int, ...] = (1, 1, 2)
+    embeds: tuple[str, ...] = ("orig", "max", "max")
+    mixers: tuple[str, ...] = ("id", "dwc3", "ssa")
+    mlp_ratio: float = 4.0
+    num_heads: int = 8
+    init: str = "cifar"
+
+
+class MaxFormer(SpikingNet):
+    """Max-Former (and MS-QKFormer, which differs only in its per-stage spec).
+
+    Input: static images ``[B, C, H, W]`` (repeated T times) or event frames ``[B, T, C, H, W]``
+    (run with whatever T they carry). Output: logits ``[B, num_classes]``. Head: mean over tokens,
+    LIF, Linear, mean over T.
+    """
+
+    def __init__(self, cfg: MaxFormerConfig) -> None:
+        super().__init__()
+        n = len(cfg.dims)
+        if not (len(cfg.depths) == len(cfg.embeds) == len(cfg.mixers) == n):
+            raise ValueError(f"dims, depths, embeds and mixers need one entry per stage, got "
+                             f"dims={cfg.dims}, depths={cfg.depths}, embeds={cfg.embeds}, mixers={cfg.mixers}")
+        self.cfg = cfg
+        neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
+        embeds = [make_embedding(embed, i, cin, dim, neuron)
+                  for i, (cin, dim, embed) in enumerate(zip((cfg.in_channels, *cfg.dims), cfg.dims, cfg.embeds), 1)]
+        blocks = [nn.ModuleList(Block(make_mixer(mixer, dim, cfg.num_heads, neuron),
+                                      MLP(dim, int(dim * cfg.mlp_ratio), neuron)) for _ in range(depth))
+                  for dim, depth, mixer in zip(cfg.dims, cfg.depths, cfg.mixers)]
+        self.patch_embed1, self.patch_embed2, self.patch_embed3 = up_to(embeds, 3, "Max-Former")
+        self.stage1, self.stage2, self.stage3 = up_to(blocks, 3, "Max-Former")
+        self.head_lif = neuron()
+        self.head = nn.Linear(cfg.dims[-1], cfg.num_classes)
+        self.stride = 1
+        for embed in embeds:
+            self.stride *= embed.stride
+        init_weights(self, cfg.init)
+
+    def embeddings_and_blocks(self) -> list[tuple[nn.Module, nn.ModuleList]]:
+        """Stage i's patch embedding and its blocks, for the stages the model has."""
+        pairs = zip((self.patch_embed1, self.patch_embed2, self.patch_embed3), (self.stage1, self.stage2, self.stage3))
+        return [(embed, blocks) for embed, blocks in pairs if embed is not None]
+
+    def stages(self) -> list[nn.Module]:
+        """Stage i = ``patch_embed{i}`` followed by the blocks of ``stage{i}``."""
+        return [nn.Sequential(embed, *blocks) for embed, blocks in self.embeddings_and_blocks()]
+
+    def named_blocks(self) -> list[tuple[str, nn.Module]]:
+        out = []
+        for i, (embed, blocks) in enumerate(self.embeddings_and_blocks(), 1):
+            out += [(f"patch_embed{i}", embed), *((f"stage{i}.{j}", b) for j, b in enumerate(blocks))]
+        return out
+
+    def components(self) -> list[tuple[str, str, str]]:
+        out = []
+        for i, (_, blocks) in enumerate(self.embeddings_and_blocks(), 1):
+            out.append((f"patch_embed{i}", str(i), "embedding"))
+            for j, block in enumerate(blocks):
+                mixer = "mixer" if block.attn is None else "attn"
+                out += [(f"stage{i}.{j}.{mixer}", str(i), "mixer"), (f"stage{i}.{j}.mlp", str(i), "mlp")]
+        return out + [("head", "head", "classifier")]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-first input ``[T, B, C, H, W]`` -> final membrane ``[T, B, D, H/s, W/s]``."""
+        return self.run_stages(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
+        x = self.forward_features(x).flatten(3).mean(3)     # [T, B, D]
+        return self.head(self.head_lif(x)).mean(0)          # [B, classes]
+
+
 # ----------------------------------------------------------------------------- Max-ResNet
 
-class BasicBlock(nn.Module):
+class BasicBlock(nn.Module, HasConvBN):
     """Membrane-shortcut basic block: ``LIF -> Conv3x3 -> BN [-> MaxPool 3/2] -> LIF -> Conv3x3 -> BN``
     plus the input, through ``Conv1x1(stride) + BN`` on the membrane where the shape changes.
     Max-ResNet downsamples with the max-pool, keeping the first conv at stride 1 (section 3.2)."""
@@ -643,23 +809,28 @@ class BasicBlock(nn.Module):
         else:
             self.downsample = None
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        shortcut = [] if self.downsample is None else [(self.downsample[1], self.downsample[2])]
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), *shortcut]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        y = unfold(self.pool(self.bn1(self.conv1(fold(self.spike1(x))))), T)
-        y = self.bn2(self.conv2(fold(self.spike2(y))))
-        identity = fold(x) if self.downsample is None else self.downsample(x)
-        return unfold(y + identity, T)
+        spikes = self.spike1.spiking
+        pool = None if isinstance(self.pool, nn.Identity) else self.pool
+        y = frames(self.spike1(x), self.conv1, self.bn1, pool, spikes, then=self.spike2)
+        y = frames(y, self.conv2, self.bn2, spikes=spikes)
+        return y + (x if self.downsample is None else unfold(self.downsample(x), x.shape[0]))
 
 
 @dataclass
 class MaxResNetConfig(NetConfig):
-    """Max-ResNet-18: ``layers`` blocks per stage of ``widths`` channels after a 64-channel stem."""
+    """Max-ResNet-18: ``layers`` blocks per stage (1 to 4 stages) of ``widths`` channels after a
+    64-channel stem."""
 
     layers: tuple[int, ...] = (3, 3, 2)
     widths: tuple[int, ...] = (128, 256, 512)
 
 
-class MaxResNet(SpikingNet):
+class MaxResNet(SpikingNet, HasConvBN):
     """Max-ResNet (section 3.2, Table 5): stem ``Conv3x3(3->64) + BN`` on the raw image, stages of
     basic blocks (the first block of every stage after the first downsamples by max-pool), head
     ``LIF -> global average pool -> Linear -> mean over T``."""
@@ -671,22 +842,31 @@ class MaxResNet(SpikingNet):
         self.cfg = cfg
         neuron = NeuronSpec(cfg.neuron, cfg.tau, cfg.neuron_backend)
         self.conv1, self.bn1 = conv_bn(cfg.in_channels, 64, 3)
-        cin = 64
-        for i, (n, width) in enumerate(zip(cfg.layers, cfg.widths), 1):
-            blocks = [BasicBlock(cin if j == 0 else width, width, downsample=i > 1 and j == 0, neuron=neuron)
-                      for j in range(n)]
-            setattr(self, f"layer{i}", nn.Sequential(*blocks))
-            cin = width
+        layers = [nn.Sequential(*(BasicBlock(cin if j == 0 else width, width, i > 1 and j == 0, neuron)
+                                  for j in range(n)))
+                  for i, (cin, n, width) in enumerate(zip((64, *cfg.widths), cfg.layers, cfg.widths), 1)]
+        self.layer1, self.layer2, self.layer3, self.layer4 = up_to(layers, 4, "Max-ResNet")
         self.spike = neuron()
-        self.fc1 = nn.Linear(cin, cfg.num_classes)
+        self.fc1 = nn.Linear(cfg.widths[-1], cfg.num_classes)
         self.stride = 2 ** (len(cfg.layers) - 1)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.conv1, self.bn1)]
+
     def stages(self) -> list[nn.Module]:
-        return [getattr(self, f"layer{i}") for i in range(1, len(self.cfg.layers) + 1)]
+        return [layer for layer in (self.layer1, self.layer2, self.layer3, self.layer4) if layer is not None]
+
+    def named_blocks(self) -> list[tuple[str, nn.Module]]:
+        blocks = [(f"layer{i}.{j}", block) for i, layer in enumerate(self.stages(), 1) for j, block in enumerate(layer)]
+        return [("bn1", self.bn1), *blocks]
+
+    def components(self) -> list[tuple[str, str, str]]:
+        layers = [(f"layer{i}", str(i), "block") for i in range(1, len(self.stages()) + 1)]
+        return [("conv1", "stem", "embedding"), *layers, ("fc1", "head", "classifier")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_first(x, self.cfg.T, self.cfg.in_channels, self.stride)
-        x = self.run_stages(unfold(self.bn1(self.conv1(fold(x))), x.shape[0]))
+        x = self.run_stages(frames(x, self.conv1, self.bn1))
         x = self.spike(x).mean((3, 4))                     # [T, B, C]
         return self.fc1(x).mean(0)                         # [B, classes]
 
@@ -729,6 +909,8 @@ MODELS: dict[str, MaxFormerConfig | MaxResNetConfig] = {
 }
 
 
+
+
 def list_models() -> list[str]:
     """Every name :func:`create_model` accepts; ``<name>_ann`` is the non-spiking (ReLU) twin."""
     return sorted(MODELS) + sorted(f"{name}_ann" for name in MODELS)
@@ -740,80 +922,162 @@ SPEC_KEYS = {"embed": "embeds", "mixer": "mixers", "depth": "depths", "dim": "di
 
 def parse_spec(spec: str) -> dict[str, object]:
     """Parse an ablation spec such as ``"embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2"`` into
-    config overrides (Tables 4 and 7). Keys: ``embed mixer depth dim mlp heads layers widths``."""
+    config overrides (Tables 4 and 7). Keys: ``embed mixer depth dim mlp heads layers widths``.
+
+    A bad item raises ValueError naming it; names of embeddings and mixers, and the number of
+    entries per stage, are checked when the model is built.
+    """
     out: dict[str, object] = {}
     for item in spec.split():
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
             raise ValueError(f"bad spec item {item!r}; write key=value with key in {sorted(SPEC_KEYS)}")
         parts = value.split(",")
-        if key in ("embed", "mixer"):
-            out[SPEC_KEYS[key]] = tuple(parts)
-        elif key in ("mlp",):
-            out[SPEC_KEYS[key]] = float(value)
-        elif key == "heads":
-            out[SPEC_KEYS[key]] = int(value)
-        else:
-            out[SPEC_KEYS[key]] = tuple(int(p) for p in parts)
+        if not all(parts):
+            raise ValueError(f"bad spec item {item!r}: {key} needs comma-separated values, e.g. {key}=a,b,c")
+        try:
+            if key in ("embed", "mixer"):
+                out[SPEC_KEYS[key]] = tuple(parts)
+            elif key == "mlp":
+                out[SPEC_KEYS[key]] = float(value)
+            elif key == "heads":
+                out[SPEC_KEYS[key]] = int(value)
+            else:
+                out[SPEC_KEYS[key]] = tuple(int(p) for p in parts)
+        except ValueError:
+            kind = "a number" if key in ("mlp", "heads") else "comma-separated integers"
+            raise ValueError(f"bad spec item {item!r}: {key} takes {kind}") from None
     return out
+
+
+def check_config(cfg: NetConfig) -> None:
+    """ValueError naming the field for any size, count or rate that cannot build a model."""
+    positive = {"T": cfg.T, "num_classes": cfg.num_classes, "in_channels": cfg.in_channels, "img_size": cfg.img_size}
+    if isinstance(cfg, MaxFormerConfig):
+        positive.update(num_heads=cfg.num_heads, **{f"dims[{i}]": d for i, d in enumerate(cfg.dims)},
+                        **{f"depths[{i}]": d for i, d in enumerate(cfg.depths)})
+        if not (isinstance(cfg.mlp_ratio, (int, float)) and cfg.mlp_ratio > 0):
+            raise ValueError(f"mlp_ratio must be a positive number, got {cfg.mlp_ratio!r}")
+    else:
+        positive.update(**{f"layers[{i}]": n for i, n in enumerate(cfg.layers)},
+                        **{f"widths[{i}]": w for i, w in enumerate(cfg.widths)})
+    for field, value in positive.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}")
 
 
 def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
     """Build a model of the zoo by name (:func:`list_models`), with config overrides such as
     ``T``, ``num_classes``, ``in_channels``, ``img_size``, ``neuron`` (``lif``/``if``/``relu``),
     ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, ``width`` (the last stage's width D of
-    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string."""
-    base = name[: -len("_ann")] if name.endswith("_ann") else name
+    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string.
+
+    Bad names, overrides and specs raise ValueError saying what is wrong. The model records how it
+    was built in ``model.config_record`` (see :func:`model_config`).
+    """
+    base = name.removesuffix("_ann")
     if base not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}choose one of: {', '.join(list_models())}")
     if name.endswith("_ann"):
         overrides.setdefault("neuron", "relu")
     if spec:
         overrides = {**parse_spec(spec), **overrides}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # JSON lists
     config = MODELS[base]
-    if "width" in overrides and isinstance(config, MaxFormerConfig):  # the paper's "4-384": last width D
+    if "width" in overrides:
         width = overrides.pop("width")
+        if not isinstance(config, MaxFormerConfig):
+            raise ValueError(f"width applies to Max-Former models, not {name!r}; use widths=... for Max-ResNet")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
         dims = overrides.get("dims", config.dims)
-        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)
+        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)  # the paper's "4-384": last width D
     valid = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid)}")
+        raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid | {'width'})}")
     config = replace(config, **overrides)
-    return MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
+    check_config(config)
+    model = MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
+    model.config_record = {"name": name, "spec": spec or None,
+                           "overrides": {k: jsonable(v) for k, v in asdict(config).items()}}
+    return model
 
 
-# ----------------------------------------------------------------------------- official checkpoints
+def jsonable(value: object) -> object:
+    """Tuples as lists, so a config record survives JSON unchanged."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def model_config(model: nn.Module) -> dict:
+    """The JSON-able record of everything that changes ``model``'s function:
+    ``{"name", "spec", "overrides"}``, where ``overrides`` is every field of the resolved config, so
+    ``create_model(cfg["name"], spec=cfg["spec"], **cfg["overrides"])`` rebuilds the same function."""
+    try:
+        record = model.config_record
+    except AttributeError:
+        raise ValueError(f"{type(model).__name__} was not built by maxformer.create_model; it has no config record") from None
+    return {"name": record["name"], "spec": record["spec"], "overrides": dict(record["overrides"])}
+
+
+# ----------------------------------------------------------------------------- checkpoints
 
 # Known older key names of the released checkpoints -> the current names used here.
 KEY_ALIASES = ((".mixer.conv5.", ".mixer.conv."), (".mixer.conv5_bn.", ".mixer.conv_bn."))
+OUR_FORMATS = ("maxformer-train/1", "maxformer-train/2")
+# Overrides that change how a model runs, not what it computes: free to differ from a checkpoint's.
+FREE_OVERRIDES = ("neuron_backend",)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a checkpoint (corrupt, or needing pickle without the opt-in)."""
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors."""
+    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors, or
+    names a requested setting that contradicts the checkpoint's own config."""
 
 
-def _read_checkpoint(checkpoint: str | Path | Mapping, allow_pickle: bool) -> Mapping:
-    if isinstance(checkpoint, Mapping):
-        return checkpoint
-    path = Path(checkpoint)
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """The contents of a checkpoint file, ours (``format`` in :data:`OUR_FORMATS`) or the authors'.
+
+    Loads with ``torch.load(weights_only=True)``; a file that pickles other Python objects is only
+    unpickled with ``allow_pickle`` (unpickling can run arbitrary code). Raises FileNotFoundError for
+    a missing file and :class:`CheckpointError` for an empty, truncated or random one.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as err:
-        if allow_pickle:
-            raise
-        raise ValueError(
-            f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
-            f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
-            f"you trust the file's source, pass allow_pickle=True (train.py: --allow-pickle). ({err})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(f"{path} is corrupt or not a checkpoint (it cannot be unpickled)") from None
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
+                f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
+                f"you trust the file's source, pass allow_pickle=True (command line: --allow-pickle).") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load's errors for a broken zip or stream have no common base class
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
+
+
+def is_ours(ckpt: Mapping) -> bool:
+    """True for a checkpoint written by train.py."""
+    return ckpt.get("format") in OUR_FORMATS
 
 
 def official_state_dict(checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of an official checkpoint: unwraps ``{"model": ...}`` / ``{"state_dict": ...}``,
-    strips DDP's ``module.`` prefix and renames known older keys (:data:`KEY_ALIASES`)."""
-    sd = _read_checkpoint(checkpoint, allow_pickle)
+    """The tensors of a checkpoint (a path or its contents): unwraps ``{"model": ...}`` /
+    ``{"state_dict": ...}``, strips DDP's ``module.`` prefix and renames known older keys
+    (:data:`KEY_ALIASES`)."""
+    sd = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint, allow_pickle)
     for wrapper in ("model", "state_dict", "model_ema"):
         if isinstance(sd.get(wrapper), Mapping):
             sd = sd[wrapper]
@@ -834,8 +1098,8 @@ def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pick
 
     Keys are matched by name; a checkpoint that uses another naming scheme (fewer than half of its
     names are ours, as in older releases) is matched by position, as the authors' own ImageNet test
-    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or mis-shaped tensor raises
-    :class:`CheckpointMismatchError` listing them all.
+    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or
+    mis-shaped tensor raises :class:`CheckpointMismatchError` listing them all.
     """
     sd = official_state_dict(checkpoint, allow_pickle)
     own = model.state_dict()
@@ -853,3 +1117,63 @@ def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pick
         raise CheckpointMismatchError("\n".join(lines))
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def check_against(record: dict, name: str | None, spec: str | None, overrides: dict, where: str) -> None:
+    """CheckpointMismatchError if a requested name, spec item or override contradicts ``record``."""
+    if name is not None and name != record["name"]:
+        raise CheckpointMismatchError(f"{where} holds model {record['name']!r}, not {name!r}")
+    stored = record["overrides"]
+    requested = {**(parse_spec(spec) if spec else {}), **overrides}
+    if "width" in requested and "dims" in stored:
+        requested["dims"] = [d * requested.pop("width") // stored["dims"][-1] for d in stored["dims"]]
+    for key, value in requested.items():
+        if key in FREE_OVERRIDES:
+            continue
+        if key not in stored:
+            raise ValueError(f"unknown override {key!r} for {record['name']!r}; valid: {sorted(stored)}")
+        if jsonable(value) != stored[key]:
+            raise CheckpointMismatchError(f"{where} was trained with {key}={stored[key]!r}, not {key}={jsonable(value)!r}")
+
+
+def load_model(checkpoint: str | Path, name: str | None = None, spec: str | None = None,
+               allow_pickle: bool = False, **overrides) -> nn.Module:
+    """The model a checkpoint holds, with its weights.
+
+    Ours carries ``model_config`` (:func:`model_config`): the model is built from it, and a given
+    ``name``, ``spec`` item or override that contradicts it raises :class:`CheckpointMismatchError`
+    naming both values (``neuron_backend`` may differ). The authors' files, and ours from before
+    ``model_config``, carry no config: ``name`` (with ``spec`` and overrides) says what they hold.
+    """
+    ckpt = read_checkpoint(checkpoint, allow_pickle)
+    record = ckpt.get("model_config") if is_ours(ckpt) else None
+    if record is None:
+        if name is None:
+            raise ValueError(f"{checkpoint} records no model config (the authors' files do not): name the model")
+        model = create_model(name, spec, **overrides)
+    else:
+        check_against(record, name, spec, overrides, str(checkpoint))
+        free = {k: v for k, v in overrides.items() if k in FREE_OVERRIDES}
+        model = create_model(record["name"], spec=record["spec"], **{**record["overrides"], **free})
+    return load_official(model, ckpt)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """Replace every BatchNorm's running statistics by their average over ``batches``; return it in eval mode.
+
+    A freshly initialised model has running mean 0 and variance 1, which in eval mode leaves most
+    of its neurons silent; after this its neurons fire as at the start of training, so spectra
+    and firing rates of untrained models mean something. Nothing else changes.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    for x in batches:
+        model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()

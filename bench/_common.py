@@ -42,6 +42,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+import kernels  # noqa: E402
 import maxformer  # noqa: E402
 import neurons  # noqa: E402
 from bench_neurons import cpu_name  # noqa: E402
@@ -72,19 +73,29 @@ def header(device: torch.device) -> str:
 # ----------------------------------------------------------------------------- workloads
 
 def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace every ``neurons.Neuron`` submodule with spikingjelly's multi-step ``LIFNode`` (tau 2,
-    hard reset to 0, detached reset, sigmoid surrogate alpha 4: the authors' set-up), keeping each
-    neuron's ``v_threshold``. spikingjelly nodes keep their membrane between calls: call
+    """Make ``model`` the authors' set-up, same function: every ``neurons.Neuron`` becomes
+    spikingjelly's multi-step ``LIFNode`` (tau 2, hard reset to 0, detached reset, sigmoid surrogate
+    alpha 4) with the neuron's ``v_threshold``; every ``kernels.MaxPool`` becomes ``nn.MaxPool2d``;
+    and no convolution keeps its spike input as bytes (the nodes say ``spiking = False``, the patch
+    embeddings' units are told so). spikingjelly nodes keep their membrane between calls: call
     ``spikingjelly.activation_based.functional.reset_net(model)`` after every forward."""
     try:
         from spikingjelly.activation_based.neuron import LIFNode
     except ImportError as err:
         raise SystemExit(f"spikingjelly is needed for the comparison ({err}); pip install spikingjelly loguru") from None
+
+    class AuthorsLIF(LIFNode):
+        spiking = False  # our layers then save its output as autograd does, in the float dtype
+
     for module in list(model.modules()):
+        if isinstance(module, maxformer.Unit):
+            module.spikes = False
         for name, child in list(module.named_children()):
             if isinstance(child, neurons.Neuron):
-                node = LIFNode(tau=2.0, detach_reset=True, v_threshold=child.v_threshold, step_mode="m")
-                setattr(module, name, node)
+                module.register_module(name, AuthorsLIF(tau=2.0, detach_reset=True,
+                                                        v_threshold=child.dynamics.v_threshold, step_mode="m"))
+            elif isinstance(child, kernels.MaxPool):
+                module.register_module(name, torch.nn.MaxPool2d(3, child.stride, 1))
     return model
 
 
@@ -120,7 +131,7 @@ class Workload:
         self.model = model.to(self.device)
         c = model.cfg
         T = c.T if cfg.T is None else cfg.T
-        event = c.in_channels == 2  # event models read frames [B, T, C, H, W]
+        event = model.is_event  # event models read frames [B, T, C, H, W]
         shape = (cfg.batch, T, c.in_channels) if event else (cfg.batch, c.in_channels)
         self.x = torch.rand(*shape, c.img_size, c.img_size, device=self.device)
         if event:
@@ -153,6 +164,16 @@ class Workload:
             loss = torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
         loss.backward()
         self.optimizer.step()
+
+    def saved_bytes(self) -> int:
+        """Bytes autograd keeps for the backward of one training forward (``kernels.saved_bytes``)."""
+        self.model.train()
+
+        def loss() -> torch.Tensor:
+            with self.autocast():
+                return torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
+
+        return kernels.saved_bytes(loss)
 
     @torch.no_grad()
     def infer(self) -> None:

@@ -4,13 +4,15 @@
     python bench/bench_models.py --device cuda --models max_former_10_768 --batch-size 32 --amp
 
 For every model, two variants are built from the same zoo entry: ``ours`` (our neurons) and
-``spikingjelly`` (every neuron replaced by spikingjelly's multi-step ``LIFNode(tau=2, detach_reset=True)``
-with the same threshold, the authors' set-up; see ``_common.swap_in_spikingjelly``). Both run the
-same jobs, interleaved round by round: one training step (forward, cross-entropy, backward, AdamW),
-one inference batch, and one inference batch after ``model.fuse()`` (BN folded into convolutions).
-Throughput is the median of ``--repeats`` rounds after ``--warmup``; peak memory is measured once per
-variant in a fresh process (``_common`` explains how). The last rows give ours / spikingjelly ratios:
-speed-up (> 1 is faster) and memory (< 1 is less).
+``spikingjelly``, the authors' set-up computing the same function (every neuron replaced by
+spikingjelly's multi-step ``LIFNode(tau=2, detach_reset=True)`` with the same threshold, autograd's
+own max-pool, spikes saved in float like any activation; see ``_common.swap_in_spikingjelly``). Both
+run the same jobs, interleaved round by round: one training step (forward, cross-entropy, backward,
+AdamW), one inference batch, and one inference batch after ``model.fuse()`` (BN folded into
+convolutions). Throughput is the median of ``--repeats`` rounds after ``--warmup``; peak memory is
+measured once per variant in a fresh process (``_common`` explains how), and "saved" is what autograd
+keeps for the backward of one training forward (``kernels.saved_bytes``). The last rows give
+ours / spikingjelly ratios, all from the same run: speed-up (> 1 is faster) and memory (< 1 is less).
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def measure_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, 
     sync = works["ours"].sync
     seconds = median_seconds(jobs, args.repeats, args.warmup, sync, desc=f"{name} b{batch}")
     out = {v: {job: seconds[(v, job)] for job in ("train", "infer", "fused")} for v in VARIANTS}
+    for v, w in works.items():
+        out[v]["saved"] = w.saved_bytes()
     del works, jobs
     if not args.no_memory:
         for v, cfg in configs.items():
@@ -49,20 +53,22 @@ def measure_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, 
 
 def report(results: dict[tuple[str, int], dict[str, dict[str, float]]], memory: bool) -> str:
     """The table: images/s and peak MiB per model and variant, then the ratio rows."""
-    headers = ["model", "batch", "variant", "train s/step", "train img/s", "infer img/s", "fused infer img/s"]
+    headers = ["model", "batch", "variant", "train s/step", "train img/s", "infer img/s", "fused infer img/s",
+               "saved MiB"]
     if memory:
         headers += ["train peak MiB", "infer peak MiB"]
     rows, ratios = [], []
     for (name, batch), res in results.items():
         for v in VARIANTS:
             r = res[v]
-            row = [name, batch, v, r["train"], batch / r["train"], batch / r["infer"], batch / r["fused"]]
+            row = [name, batch, v, r["train"], batch / r["train"], batch / r["infer"], batch / r["fused"],
+                   r["saved"] / MIB]
             if memory:
                 row += [r["train_mem"] / MIB, r["infer_mem"] / MIB]
             rows.append(row)
         ours, sj = res["ours"], res["spikingjelly"]
         ratio = [name, batch, "ours/sj", ours["train"] / sj["train"], sj["train"] / ours["train"],
-                 sj["infer"] / ours["infer"], sj["fused"] / ours["fused"]]
+                 sj["infer"] / ours["infer"], sj["fused"] / ours["fused"], ours["saved"] / sj["saved"]]
         if memory:
             ratio += [ours["train_mem"] / sj["train_mem"], ours["infer_mem"] / sj["infer_mem"]]
         ratios.append(ratio)

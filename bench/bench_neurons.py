@@ -16,13 +16,15 @@ import datetime
 import platform
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from neurons import Dynamics, neuron_sequence, saved_bytes  # noqa: E402
+from kernels import saved_bytes  # noqa: E402
+from neurons import Dynamics, neuron_sequence  # noqa: E402
 
 SHAPES = ((4, 64, 384, 8, 8), (16, 4, 64, 32, 32))
 
@@ -77,11 +79,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    import spikingjelly
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {args.threads} threads"
     print(f"# {datetime.date.today()} | {name} | python {platform.python_version()} | torch {torch.__version__} | "
-          f"spikingjelly {getattr(spikingjelly, '__version__', '2.0.0')} | best of {args.repeats}")
+          f"spikingjelly {version('spikingjelly')} | best of {args.repeats}")
     impls = implementations(device)
     for shape in SHAPES:
         x = (torch.randn(shape, device=device) + 0.5).requires_grad_(True)

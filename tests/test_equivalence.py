@@ -1,6 +1,6 @@
 """Our models compute the authors' functions exactly.
 
-Each test transcribes MODELS.md literally, as a second and independent implementation: functional
+Each test transcribes docs/reference/models.md literally, as a second and independent implementation: functional
 convolutions and eval-mode batch norms read straight from a state dict in the authors' key layout,
 and spikingjelly's multi-step ``LIFNode`` (the neuron the authors use) with one neuron per use (no
 shared spikes, no time folding tricks). The same random weights and BN statistics go into our model
@@ -25,7 +25,7 @@ def lif(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
 
 
 class Ref:
-    """Literal MODELS.md operations on ``[T, B, C, H, W]`` with weights looked up by official key."""
+    """Literal docs/reference/models.md operations on ``[T, B, C, H, W]`` with weights looked up by official key."""
 
     def __init__(self, sd: dict[str, torch.Tensor]) -> None:
         self.sd = sd
@@ -57,7 +57,7 @@ class Ref:
         return y.reshape(T, B, *y.shape[1:])
 
     def unit(self, prefix: str, x: torch.Tensor, stride: int = 1, use_lif: bool = True, pool: bool = False):
-        """MODELS.md ``Unit``: ``[LIF] -> Conv -> BN -> [MaxPool 3/2/1]``."""
+        """docs/reference/models.md ``Unit``: ``[LIF] -> Conv -> BN -> [MaxPool 3/2/1]``."""
         y = self.bn(f"{prefix}.embed_bn", self.conv(f"{prefix}.embed_conv", lif(x) if use_lif else x, stride))
         return self.pool(y) if pool else y
 
@@ -244,7 +244,7 @@ def random_weights(name: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_model_equals_literal_transcription_of_the_official_model(name):
-    """Eval-mode logits of our model equal the literal MODELS.md transcription to 1e-4 relative,
+    """Eval-mode logits of our model equal the literal docs/reference/models.md transcription to 1e-4 relative,
     and the network is not trivially silent (the logits vary across inputs)."""
     ref_forward, shape = CASES[name]
     sd = random_weights(name)

@@ -115,7 +115,7 @@ def high_frequency_share(maps: torch.Tensor) -> float:
 def test_max_pool_keeps_more_high_frequency_than_avg_pool():
     """Measure: ``high_frequency_share`` of 64 binary random spike maps 64x64 (rate 0.2, seed 0) after a
     stride-1 3x3 max-pool and after a stride-1 3x3 avg-pool (padding 1, ``count_include_pad=False``,
-    as the Max/Avg mixers of MODELS.md). Threshold: max-pool share > 1.5 x avg-pool share. Seen: 0.44
+    as the Max/Avg mixers of docs/reference/models.md). Threshold: max-pool share > 1.5 x avg-pool share. Seen: 0.44
     vs 0.20 (the input itself: 0.81). Avg-pool is a linear low-pass filter; max-pool is not linear
     and keeps sharp edges, the paper's argument for max-pooling in the patch embeddings and mixers."""
     spikes = (torch.rand(64, 1, 64, 64, generator=torch.Generator().manual_seed(0)) < 0.2).float()

@@ -1,5 +1,5 @@
 """The model zoo equals the authors' models: parameter counts, state-dict layouts, checkpoint loading,
-shapes and gradients of every variant, and input validation (MODELS.md, Tables 1, 4, 5, 7)."""
+shapes and gradients of every variant, and input validation (docs/reference/models.md, Tables 1, 4, 5, 7)."""
 import argparse
 import json
 from functools import lru_cache
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import kernels
 import maxformer
-from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
+from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_model, load_official,
+                       model_config, parse_spec, read_checkpoint)
 
 LAYOUTS = sorted((Path(__file__).parent / "reference").glob("*.json"))
 
@@ -37,7 +39,7 @@ def random_official_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
 def test_parameter_count_and_layout_equal_official(path):
-    """Exact parameter count (MODELS.md table) and the same keys, shapes and order as the authors'."""
+    """Exact parameter count (docs/reference/models.md table) and the same keys, shapes and order as the authors'."""
     model = create_model(path.stem)
     assert sum(p.numel() for p in model.parameters()) == layout(path)["parameters"]
     sd = model.state_dict()
@@ -155,7 +157,7 @@ def check_forward_backward(model: torch.nn.Module, x: torch.Tensor, classes: int
 
 @pytest.mark.parametrize("embed", EMBEDS)
 def test_every_patch_embedding_in_stage_one(embed):
-    """Each embedding works as stage 1 (raw input) and its stride is what MODELS.md says."""
+    """Each embedding works as stage 1 (raw input) and its stride is what docs/reference/models.md says."""
     torch.manual_seed(0)
     model = create_model("max_former_cifar10", embeds=(embed, "max", "max"), depths=(1, 1, 1), **SMALL)
     strides = {"orig": 1, "orig_later": 2, "max": 2, "avg": 2, "1max": 2, "max_plus": 8,
@@ -181,7 +183,7 @@ def test_spec_string_builds_ablation_variants():
     from_spec = create_model("max_former_cifar100", spec="embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2")
     assert [v.shape for v in official.state_dict().values()] == [v.shape for v in from_spec.state_dict().values()]
     avg = create_model("max_former_cifar100", spec="embed=orig,orig,orig mixer=avg,avg,avg")
-    assert isinstance(avg.patch_embed2, maxformer.TwoStepEmbed) and avg.patch_embed2.names[1] == "embed2"
+    assert isinstance(avg.patch_embed2, maxformer.EmbedOrigLater)
     assert avg.patch_embed2.embed2.embed_conv.stride == (2, 2)
     assert isinstance(avg.stage1[0].mixer, maxformer.PoolMixer)
     narrow = create_model("max_former_cifar10", width=192)
@@ -234,7 +236,7 @@ def test_ann_twin_has_no_spikes():
 def test_attention_neurons_fire_at_half_threshold():
     model = create_model("max_former_cifar10")
     attn = model.stage3[0].attn
-    assert attn.attn_lif.v_threshold == 0.5 and attn.q_lif.v_threshold == 1.0
+    assert attn.attn_lif.dynamics.v_threshold == 0.5 and attn.q_lif.dynamics.v_threshold == 1.0
     assert attn.num_heads == 8 and create_model("max_former_dvsgesture").stage2[0].attn.num_heads == 16
     assert create_model("max_former_10_768").stage3[0].attn.num_heads == 12
 
@@ -327,3 +329,240 @@ def test_neuron_backend_override_reaches_every_neuron():
     assert {m.backend for m in model.modules() if isinstance(m, LIF)} == {"torch"}
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         create_model("max_former_tiny", neuron_backend="gpu")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
+    """``kernels.MaxPool`` keeps only the argmax, one byte each, for the backward; outputs and gradients are the same
+    bits as ``nn.MaxPool2d`` (ties included: rounded inputs), on odd and even sizes."""
+    torch.manual_seed(0)
+    for shape in ((4, 8, 16, 16), (2, 3, 15, 17)):
+        x = torch.randn(shape).round().requires_grad_()
+        ours, ref = kernels.MaxPool(stride)(x), torch.nn.MaxPool2d(3, stride, 1)(x)
+        g = torch.randn_like(ref)
+        assert torch.equal(ours, ref)
+        assert torch.equal(*(torch.autograd.grad(y, x, g)[0] for y in (ours, ref)))
+        assert kernels.saved_bytes(kernels.MaxPool(stride), x) == ours.numel()  # one byte per output
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (torch.nn.Conv2d(6, 8, 3, 2, 1, bias=False), (5, 6, 9, 9)),
+    (torch.nn.Conv2d(6, 6, 5, 1, 2, groups=6), (5, 6, 8, 8)),
+    (torch.nn.Conv1d(6, 8, 1), (5, 6, 12)),
+])
+def test_spike_conv_keeps_spikes_as_bytes_with_the_same_bits(conv, shape):
+    """``kernels.spike_conv`` saves its binary input as one byte per element: outputs, input, weight
+    and bias gradients equal autograd's bit for bit, and the saved input is a quarter of float32's."""
+    torch.manual_seed(0)
+    x = (torch.rand(shape) > 0.6).float().requires_grad_()
+    results = []
+    for fn in (conv, lambda z: kernels.spike_conv(conv, z)):
+        y = fn(x)
+        results.append([y, *torch.autograd.grad(y, [x, *conv.parameters()], torch.ones_like(y) + y.detach())])
+    for ours, ref in zip(*results[::-1]):
+        assert torch.equal(ours, ref)
+    weights = sum(p.numel() * 4 for p in conv.parameters() if p.dim() > 1)
+    assert kernels.saved_bytes(conv, x) == x.numel() * 4 + weights
+    assert kernels.saved_bytes(lambda z: kernels.spike_conv(conv, z), x) == x.numel() + weights
+
+
+@pytest.mark.parametrize("name", ["max_former_tiny", "ms_qkformer_cifar10", "max_resnet18_cifar10", "max_former_10_384"])
+def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, monkeypatch):
+    """The whole model with spike inputs kept as bytes and membranes rebuilt after BN gives the
+    logits, gradients and BN statistics of the plain layers bit for bit, and autograd keeps less."""
+    overrides = dict(dims=(16, 32, 64), num_heads=2, T=2) if "former" in name and name != "max_former_tiny" else {}
+    if "resnet" in name:
+        overrides = dict(widths=(16, 32, 64), T=2)
+    torch.manual_seed(0)
+    model = create_model(name, **overrides)
+    size = 2 * model.stride
+    x = torch.rand(2, 2, 2, size, size) * 3 if model.is_event else torch.rand(2, 3, size, size) * 3
+
+    def run() -> list[torch.Tensor]:
+        model.zero_grad()
+        y = model(x)
+        y.square().sum().backward()
+        return [y.detach(), *(p.grad for p in model.parameters()), *model.buffers()]
+
+    lean, lean_bytes = run(), kernels.saved_bytes(model, x)
+    monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: conv(z))
+    conv_only, conv_only_bytes = run(), kernels.saved_bytes(model, x)
+    monkeypatch.setattr(maxformer, "spike_after_norm", lambda neuron, bn, c, T: neuron(maxformer.unfold(bn(c), T)))
+    plain, plain_bytes = run(), kernels.saved_bytes(model, x)
+    assert all(torch.equal(a, b) for a, b in zip(lean, plain))
+    assert all(torch.equal(a, b) for a, b in zip(conv_only, plain))
+    assert lean_bytes < conv_only_bytes < 0.97 * plain_bytes and lean_bytes < 0.9 * plain_bytes
+
+
+def test_ann_twin_keeps_real_valued_inputs_in_float():
+    """ReLU outputs are not binary: the twin's convolutions must not go through bytes."""
+    ann = create_model("max_former_tiny_ann")
+    x = torch.rand(2, 2, 24, 24) * 3
+    assert ann.patch_embed2.max_embed1.spikes is False
+    y = ann(x)
+    assert y.grad_fn is not None and torch.isfinite(y).all()
+
+
+def test_models_expose_what_the_tools_need():
+    """``is_event``, ``named_blocks`` in forward order and ``stage_of`` for every model family."""
+    former = create_model("max_former_cifar10")
+    assert not former.is_event and create_model("max_former_dvsgesture").is_event
+    names = [n for n, _ in former.named_blocks()]
+    assert names == ["patch_embed1", "stage1.0", "patch_embed2", "stage2.0", "patch_embed3", "stage3.0", "stage3.1"]
+    modules = dict(former.named_modules())
+    assert all(modules[n] is m for n, m in former.named_blocks())
+    assert former.stage_of("patch_embed2.max_embed1.embed_conv") == ("2", "embedding")
+    assert former.stage_of("stage3.1.attn.q_conv") == ("3", "mixer")
+    assert former.stage_of("stage2.0.mixer.conv") == ("2", "mixer")
+    assert former.stage_of("stage1.0.mlp.fc1_conv") == ("1", "mlp")
+    assert former.stage_of("head") == ("head", "classifier")
+    assert former.stage_of("head_lif") == ("-", "other")
+    resnet = create_model("max_resnet18_2222_cifar10")
+    assert [n for n, _ in resnet.named_blocks()][:3] == ["bn1", "layer1.0", "layer1.1"]
+    assert [n for n, _ in resnet.named_blocks()][-1] == "layer4.1"
+    assert resnet.stage_of("conv1") == ("stem", "embedding")
+    assert resnet.stage_of("layer4.0.downsample.1") == ("4", "block")
+    assert resnet.stage_of("fc1") == ("head", "classifier")
+
+
+def test_attention_products_are_named_modules_without_state():
+    ssa = create_model("max_former_cifar10").stage3[0].attn
+    qk = create_model("ms_qkformer_cifar10").stage1[0].attn
+    for module, per_element in ((ssa.kv_product, 48), (ssa.qkv_product, 48), (qk.q_sum, 1), (qk.mask_product, 12)):
+        assert isinstance(module, maxformer.SpikeProduct) and module.macs_per_element == per_element
+        assert not list(module.state_dict())
+    q, k, v = (torch.rand(1, 1, 2, 4, 3) > 0.5).float().unbind(0)[0], torch.rand(1, 2, 4, 3), torch.rand(1, 2, 4, 3)
+    assert torch.equal(ssa.qkv_product(q, ssa.kv_product(k, v)), q @ (k.transpose(-2, -1) @ v))
+
+
+def test_fuse_does_not_depend_on_attribute_order():
+    """Pairs come from ``conv_bn_pairs``: a module that assigns its BN before its conv still fuses."""
+    model = create_model("max_former_tiny").eval()
+    embed = model.patch_embed1
+    embed.proj_bn, embed.proj_conv = embed.proj_bn, embed.proj_conv  # re-registered: bn now first
+    embed.register_module("proj_conv", embed._modules.pop("proj_conv"))
+    assert list(embed._modules).index("proj_bn") < list(embed._modules).index("proj_conv")
+    x = torch.rand(2, 2, 24, 24) * 3
+    with torch.no_grad():
+        before = model(x)
+        after = model.fuse()(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(T=-1), "T must be a positive integer, got -1"),
+    (dict(T=0), "T must be a positive integer"),
+    (dict(width=0), "width must be a positive integer"),
+    (dict(num_classes=0), "num_classes must be a positive integer"),
+    (dict(img_size=2.5), "img_size must be a positive integer"),
+    (dict(dims=(16, -32, 64)), r"dims\[1\] must be a positive integer"),
+    (dict(mlp_ratio=0), "mlp_ratio must be a positive number"),
+    (dict(neuron="plif"), "unknown neuron kind 'plif'"),
+    (dict(tau=0.5), "tau must be >= 1"),
+    (dict(depthz=3), "unknown override"),
+])
+def test_bad_overrides_raise_clear_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("max_former_cifar10", **overrides)
+
+
+def test_model_name_typos_get_suggestions():
+    with pytest.raises(ValueError, match="did you mean 'max_former_cifar10'"):
+        create_model("max_fromer_cifar10")
+    with pytest.raises(ValueError, match="width applies to Max-Former"):
+        create_model("max_resnet18_cifar10", width=64)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("embed=orig,max", "one entry per stage"),
+    ("mixer=foo", "one entry per stage"),
+    ("mixer=id,foo,ssa", "unknown token mixer 'foo'"),
+    ("embedd=", "bad spec item 'embedd='"),
+    ("embed=", "needs comma-separated values"),
+    ("depth=1,x,1", "depth takes comma-separated integers"),
+    ("heads=many", "heads takes a number"),
+    ("dim=16,32,64,128 depth=1,1,1,1 embed=orig,max,max,max mixer=id,id,id,id", "1 to 3 stages"),
+])
+def test_bad_spec_strings_raise_clear_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("max_former_cifar10", spec=spec)
+
+
+def test_model_config_rebuilds_the_same_function_through_json():
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny_ann", spec="mixer=dwc5,ssa,dwc3", T=3, width=32).eval()
+    cfg = json.loads(json.dumps(model_config(model)))
+    assert cfg["name"] == "max_former_tiny_ann" and cfg["spec"] == "mixer=dwc5,ssa,dwc3"
+    assert cfg["overrides"]["T"] == 3 and cfg["overrides"]["dims"] == [8, 16, 32]
+    assert cfg["overrides"]["neuron"] == "relu"
+    again = create_model(cfg["name"], spec=cfg["spec"], **cfg["overrides"]).eval()
+    again.load_state_dict(model.state_dict())
+    x = torch.rand(2, 2, 24, 24)
+    assert torch.equal(model(x), again(x)) and again.cfg == model.cfg
+    with pytest.raises(ValueError, match="no config record"):
+        model_config(torch.nn.Linear(2, 2))
+
+
+def save_ours(model, path: Path, with_config: bool = True) -> Path:
+    ckpt = {"format": "maxformer-train/1", "model": model.state_dict(), "epoch": 3}
+    if with_config:
+        ckpt["model_config"] = model_config(model)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_read_checkpoint_tells_corrupt_files_from_pickled_ones(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "random.pth").write_bytes(torch.randint(0, 256, (4000,), generator=torch.Generator().manual_seed(0),
+                                                        dtype=torch.uint8).numpy().tobytes())
+    good = save_ours(create_model("max_former_tiny"), tmp_path / "good.pth")
+    (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for name in ("empty", "random", "truncated"):
+        with pytest.raises(CheckpointError, match=f"{name}.pth is corrupt or not a checkpoint"):
+            read_checkpoint(tmp_path / f"{name}.pth")
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1e-3)}, tmp_path / "pickled.pth")
+    with pytest.raises(CheckpointError, match="--allow-pickle"):
+        read_checkpoint(tmp_path / "pickled.pth")
+    assert read_checkpoint(tmp_path / "pickled.pth", allow_pickle=True)["args"].lr == 1e-3
+    assert read_checkpoint(good)["epoch"] == 3
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        read_checkpoint(tmp_path / "nope.pth")
+
+
+def test_load_model_builds_ours_from_its_config_and_refuses_contradictions(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny", spec="embed=orig,avg,avg", T=8).eval()
+    path = save_ours(model, tmp_path / "best.pth")
+    loaded = load_model(path).eval()
+    x = torch.rand(2, 2, 24, 24)
+    assert loaded.cfg.T == 8 and loaded.cfg.embeds == ("orig", "avg", "avg")
+    assert torch.equal(loaded(x), model(x))
+    assert load_model(path, name="max_former_tiny", T=8, neuron_backend="torch").cfg.neuron_backend == "torch"
+    for kwargs, match in ((dict(spec="embed=orig,max,max"), "embeds=\\['orig', 'avg', 'avg'\\], not embeds="),
+                          (dict(T=4), "T=8, not T=4"), (dict(name="max_former_cifar10"), "not 'max_former_cifar10'")):
+        with pytest.raises(CheckpointMismatchError, match=match):
+            load_model(path, **kwargs)
+
+
+def test_load_model_needs_a_name_for_files_without_config(tmp_path):
+    path = LAYOUTS[[p.stem for p in LAYOUTS].index("max_former_cifar10")]
+    file = tmp_path / "released.pth"
+    torch.save({"model": random_official_state_dict(path)}, file)
+    with pytest.raises(ValueError, match="name the model"):
+        load_model(file)
+    assert load_model(file, name="max_former_cifar10").cfg.num_classes == 10
+    with pytest.raises(CheckpointMismatchError, match="head.weight"):
+        load_model(file, name="max_former_cifar100")
+    old = save_ours(create_model("max_former_tiny"), tmp_path / "old.pth", with_config=False)
+    assert load_model(old, name="max_former_tiny").cfg.T == 4
+
+
+def test_calibrate_batchnorm_sets_running_statistics_and_eval_mode():
+    torch.manual_seed(0)
+    model = create_model("max_former_tiny")
+    x = torch.rand(4, 2, 24, 24) * 3
+    out = maxformer.calibrate_batchnorm(model, [x])
+    bn = model.patch_embed1.proj_bn
+    assert out is model and not model.training and bn.momentum == 0.1
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))

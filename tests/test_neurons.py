@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurons import (IF, LIF, NEURONS, Dynamics, Neuron, ReLUNeuron, make_neuron, neuron_sequence, pick_backend,
-                     saved_bytes)
+from kernels import saved_bytes
+from neurons import IF, LIF, NEURON_KINDS, Dynamics, Neuron, NeuronSpec, ReLUNeuron, neuron_sequence, pick_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,16 +75,39 @@ def test_if_equals_spikingjelly(v_threshold, v_reset, detach_reset, surrogate):
 
 
 def test_defaults_are_the_papers():
-    """MODELS.md "LIF": tau 2, threshold 1, hard reset to 0, input decay, detached reset, sigmoid alpha 4."""
+    """docs/reference/models.md "LIF": tau 2, threshold 1, hard reset to 0, input decay, detached reset, sigmoid alpha 4."""
     assert LIF().dynamics == Dynamics(2.0, 1.0, 0.0, True, True, "sigmoid", 4.0)
-    assert make_neuron("lif", v_threshold=0.5).v_threshold == 0.5
-    assert LIF(surrogate="atan").alpha == 2.0
+    assert NeuronSpec("lif")(v_threshold=0.5).dynamics.v_threshold == 0.5
+    assert LIF(surrogate="atan").dynamics.alpha == 2.0
 
 
-@pytest.mark.parametrize("kind", sorted(NEURONS))
+def test_dynamics_picks_the_surrogates_alpha_and_if_passes_keywords():
+    """``alpha=None`` is the surrogate's default; an explicit alpha wins; IF is LIF at tau = inf, no decay."""
+    assert Dynamics(surrogate="atan").alpha == 2.0 and Dynamics().alpha == 4.0
+    assert Dynamics(surrogate="atan", alpha=3).alpha == 3.0
+    assert IF(0.5, None, False, "atan", backend="fused").dynamics == Dynamics(math.inf, 0.5, None, False, False, "atan", 2.0)
+    assert IF(v_threshold=0.5).backend == "auto"
+    with pytest.raises(ValueError, match="surrogate"):
+        Dynamics(surrogate="erf")
+
+
+def test_neuron_spec_is_the_one_way_to_build_a_neuron():
+    """``NeuronSpec(kind, tau, backend)(v_threshold)``: LIF, IF or the ReLU twin, which takes no arguments."""
+    lif = NeuronSpec("lif", 3.0, "torch")(0.5)
+    assert type(lif) is LIF and lif.dynamics == Dynamics(3.0, 0.5) and lif.backend == "torch"
+    assert type(NeuronSpec("if", 3.0)()) is IF and NeuronSpec("if").spiking
+    assert type(NeuronSpec("relu")(0.5)) is ReLUNeuron and not NeuronSpec("relu").spiking
+    assert LIF.spiking and not ReLUNeuron.spiking
+    with pytest.raises(TypeError):
+        ReLUNeuron(v_threshold=0.5)
+    with pytest.raises(ValueError, match="fused"):
+        NeuronSpec("lif", backend="gpu")
+
+
+@pytest.mark.parametrize("kind", sorted(NEURON_KINDS))
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
 def test_shape_dtype_and_statelessness(kind, dtype):
-    m = make_neuron(kind, v_threshold=0.5, tau=2.0)
+    m = NeuronSpec(kind, tau=2.0)(v_threshold=0.5)
     assert isinstance(m, Neuron)
     x = drive((4, 2, 3, 5, 5)).to(dtype)
     y1, y2 = m(x), m(x)
@@ -94,13 +117,13 @@ def test_shape_dtype_and_statelessness(kind, dtype):
 
 def test_relu_twin():
     x = drive((3, 4))
-    assert torch.equal(make_neuron("relu", v_threshold=0.5, tau=2.0, backend="fused")(x), x.clamp_min(0))
+    assert torch.equal(NeuronSpec("relu", 2.0, "fused")(v_threshold=0.5)(x), x.clamp_min(0))
     assert isinstance(ReLUNeuron(), Neuron)
 
 
 def test_bad_arguments_name_the_choices():
     with pytest.raises(ValueError, match=r"'if', 'lif', 'relu'"):
-        make_neuron("plif")
+        NeuronSpec("plif")
     with pytest.raises(ValueError, match="atan"):
         LIF(surrogate="erf")
     with pytest.raises(ValueError, match="torch"):
@@ -151,7 +174,8 @@ def test_non_contiguous_input_and_gradient():
 
 TRITON_CHECK = """
 import itertools, math, torch
-from neurons import Dynamics, fused_backward, fused_forward, triton_kernels
+from kernels import triton_kernels
+from neurons import Dynamics, fused_backward, fused_forward
 forward, backward = triton_kernels()
 for tau, thr, v_reset, detach, surrogate in itertools.product((2.0, math.inf), (1.0, 0.5), (0.0, None, -0.3),
                                                                (True, False), ("sigmoid", "atan")):
@@ -192,7 +216,7 @@ def test_triton_equals_reference_on_cuda(tau, v_threshold, v_reset, decay_input,
 
 
 @pytest.mark.skipif(os.environ.get("NEURONS_TEST_COMPILE") != "1",
-                    reason="a cold torch.compile takes 20-80 s on 2 cores; set NEURONS_TEST_COMPILE=1 to run")
+                    reason="a cold torch.compile is slow; set NEURONS_TEST_COMPILE=1 to run")
 def test_compiled_equals_reference():
     d = Dynamics()
     x = drive((4, 2, 8, 5, 5))
