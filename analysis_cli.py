@@ -63,11 +63,18 @@ SHIPPED = (ShippedRun("max_former_tiny", DEFAULT_MODEL, None, None, (0, 1)),
            ShippedRun("max_former_tiny_if", DEFAULT_MODEL, None, "if", (0,)))
 
 
+def model_config(model: str, spec: str | None, neuron: str | None) -> object:
+    """The config ``maxformer.create_model`` builds for these options (on the meta device: no memory)."""
+    with torch.device("meta"):
+        return maxformer.create_model(model, spec=spec, **({"neuron": neuron} if neuron else {})).cfg
+
+
 def shipped_checkpoint(model: str, spec: str | None, neuron: str | None, seed: int) -> Path | None:
-    """The shipped checkpoint of ``model`` with ``spec`` and ``neuron`` trained with ``seed``, if one exists."""
+    """The shipped checkpoint of the network that ``model`` with ``spec`` and ``neuron`` builds (so
+    ``embed=orig,avg,avg`` finds the Avg-Pool twin), trained with ``seed``, if one exists."""
+    wanted = model_config(model, spec, neuron)
     for run in SHIPPED:
-        if (run.model, run.spec, run.neuron) == (model, spec or None, None if neuron == "lif" else neuron) \
-                and seed in run.seeds and run.path(seed).is_file():
+        if seed in run.seeds and run.path(seed).is_file() and model_config(run.model, run.spec, run.neuron) == wanted:
             return run.path(seed)
     return None
 
@@ -196,12 +203,12 @@ def checkpoint_for(args: argparse.Namespace, spec: str | None, explicit: str | N
     return shipped_checkpoint(args.model or DEFAULT_MODEL, spec, args.neuron, args.seed)
 
 
-def recorded_config(checkpoint: Path | None, allow_pickle: bool) -> dict:
-    """The model config a checkpoint records (``{}`` for none, or for the authors' files)."""
+def is_ours(checkpoint: Path | None, allow_pickle: bool) -> bool:
+    """True for a checkpoint written by ``train.py`` (it records its model's config)."""
     if checkpoint is None:
-        return {}
+        return False
     ckpt = maxformer.read_checkpoint(checkpoint, allow_pickle=allow_pickle)
-    return ckpt.get("model_config") or {} if isinstance(ckpt, dict) else {}
+    return isinstance(ckpt, dict) and str(ckpt.get("format", "")).startswith("maxformer-train/")
 
 
 def load_inputs(args: argparse.Namespace, T: int | None = None) -> tuple[list[torch.Tensor], data.DatasetInfo]:
@@ -218,13 +225,15 @@ def load_inputs(args: argparse.Namespace, T: int | None = None) -> tuple[list[to
     return [x for x, _ in torch.utils.data.DataLoader(subset, batch_size=args.batch_size)], info
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The model overrides given as flags (``-T``, ``--neuron``)."""
+    return {key: value for key, value in (("T", args.T), ("neuron", args.neuron)) if value is not None}
+
+
 def build_model(args: argparse.Namespace, info: data.DatasetInfo, batches: Sequence[torch.Tensor],
                 spec: str | None, checkpoint: Path | None) -> Analysed:
     """The model to analyse (see the module docstring), sized for the dataset, in eval mode."""
-    overrides = info.model_overrides()
-    for key, value in (("T", args.T), ("neuron", args.neuron)):
-        if value is not None:
-            overrides[key] = value
+    overrides = {**info.model_overrides(), **flag_overrides(args)}
     if checkpoint is not None:
         model = maxformer.load_model(checkpoint, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
                                      **overrides)
@@ -249,10 +258,14 @@ def run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Nam
 
 def prepare(args: argparse.Namespace, spec: str | None = None,
             checkpoint: str | None = None) -> tuple[list[torch.Tensor], data.DatasetInfo, Analysed]:
-    """Inputs and model of one analysis: the checkpoint to use (:func:`checkpoint_for`), the data
-    with the T the checkpoint was trained with, and the model (:func:`build_model`); says which."""
+    """Inputs and model of one analysis: the checkpoint to use (:func:`checkpoint_for`); for one of
+    ours, the flags checked against its config before any data is built, and event frames with the
+    T it was trained with; the data; the model (:func:`build_model`). Says what it analyses."""
     path = checkpoint_for(args, spec, checkpoint)
-    T = recorded_config(path, args.allow_pickle).get("overrides", {}).get("T")
+    T = None
+    if is_ours(path, args.allow_pickle):
+        T = maxformer.load_model(path, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
+                                 **flag_overrides(args)).T
     batches, info = load_inputs(args, T)
     analysed = build_model(args, info, batches, spec, path)
     print(f"analysing {analysed.title(info.name)}", flush=True)
