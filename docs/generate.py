@@ -24,6 +24,7 @@ import csv
 import importlib
 import inspect
 import json
+import os
 import re
 import sys
 import tempfile
@@ -219,6 +220,28 @@ def measure() -> None:
                             mean_rate=sum(rates) / len(rates), embedding_share=embedding / total,
                             stem_share=float(layers[0]["energy_mj"]) / total)
     write_results("energy", results)
+    write_results("theory", theory_numbers())
+
+
+def theory_numbers() -> dict:
+    """Run docs/theory.md's python blocks (in docs/, as the page says; they redraw its figures) and
+    return the numbers its tables quote, from the variables the blocks leave."""
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / "theory.md").read_text(), flags=re.S)
+    page: dict = {}
+    here = Path.cwd()
+    try:
+        os.chdir(DOCS)
+        exec(compile("\n".join(blocks), str(DOCS / "theory.md"), "exec"), page)  # noqa: S102 (our own page)
+    finally:
+        os.chdir(here)
+    neurons = {"LIF tau=2 (paper)": "lif2", "LIF tau=4": "lif4", "IF": "if"}
+    ratios: dict = {}
+    for (label, bias), ratio in page["rate_ratio"].items():
+        ratios.setdefault(neurons[label], {})[f"{bias:g}"] = ratio
+    columns = {"input": "input", "max, stride 1": "max1", "avg, stride 1": "avg1", "max, stride 2": "max2",
+               "avg, stride 2": "avg2"}
+    pooling = {f"{rate:g}": {columns[k]: v for k, v in row.items()} for rate, row in zip(page["rates"], page["rows"])}
+    return {"rate_ratio": ratios, "pooling": pooling, "static": page["static"]}
 
 
 # ---------------------------------------------------------------------------------------------
