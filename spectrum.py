@@ -29,7 +29,9 @@ silent layer (all zero: no spectrum, share NaN).
 
 Command line (``python spectrum.py --help``): ``temporal`` plots neuron frequency responses,
 ``spatial`` writes a Fig. 6 style comparison plus the per-layer high-frequency share of a model,
-``compare`` sets a model beside its Avg-Pool variant. Each writes PNG figures and CSV tables.
+``compare`` sets a model beside its Avg-Pool variant, both trained or both untrained. Each writes
+PNG figures and CSV tables. Which model and weights are analysed (a checkpoint's own config, the
+checkpoints shipped in ``docs/checkpoints/``, or ``--untrained``) is ``analysis_cli.py``'s part.
 """
 from __future__ import annotations
 
