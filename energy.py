@@ -32,15 +32,19 @@ Markdown summary.
 """
 from __future__ import annotations
 
+import argparse
 import math
-import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from tqdm import tqdm
 
+import maxformer
+from analysis_cli import Hooks, add_model_args, is_binary, prepare, run_command, write_csv
 from neurons import Neuron
 
 E_MAC_PJ = 4.6
@@ -63,7 +67,7 @@ class _Site:
         self.macs += macs
         self.ones += float(gate.sum())
         self.numel += gate.numel()
-        self.binary = self.binary and bool(((gate == 0) | (gate == 1)).all())
+        self.binary = self.binary and is_binary(gate)
         same = gate.shape[0] % T == 0 and bool((gate.reshape(T, -1) == gate.reshape(T, -1)[:1]).all())
         self.reused_macs += macs / T if same else macs
 
@@ -79,11 +83,6 @@ def conv_macs(conv: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
 def linear_macs(linear: nn.Linear, out: torch.Tensor) -> int:
     """MACs of one call of a Linear: every output element times ``in_features``."""
     return out.numel() * linear.in_features
-
-
-def spike_matmul_macs(left: torch.Tensor, inner: int) -> int:
-    """MACs of ``left @ right`` where ``left`` (any leading dims) meets a right factor with ``inner`` columns."""
-    return left.numel() * inner
 
 
 @dataclass
@@ -135,36 +134,20 @@ class EnergyReport:
         return out
 
 
-STAGE_PATTERNS: list[tuple[re.Pattern, str]] = [
-    (re.compile(r"^patch_embed(\d+)\."), "embedding"),
-    (re.compile(r"^stage(\d+)\.\d+\.(mixer|attn)\."), "mixer"),
-    (re.compile(r"^stage(\d+)\.\d+\.mlp\."), "mlp"),
-    (re.compile(r"^layer(\d+)\."), "block"),
-]
+def stage_of(model: nn.Module, name: str) -> tuple[str, str]:
+    """``(stage, component)`` of the layer ``name``: ``model.stage_of`` for the project's models,
+    ``("-", "other")`` for any other module."""
+    return model.stage_of(name) if isinstance(model, maxformer.SpikingNet) else ("-", "other")
 
 
-def stage_of(name: str) -> tuple[str, str]:
-    """``(stage, component)`` of a layer from its module name (Max-Former / Max-ResNet naming)."""
-    for pattern, component in STAGE_PATTERNS:
-        m = pattern.match(name)
-        if m:
-            return m.group(1), component
-    root = name.split(".")[0]
-    if root in ("head", "fc1", "fc"):
-        return "head", "classifier"
-    if root in ("conv1", "stem"):
-        return "stem", "embedding"
-    return "-", "other"
-
-
-class OpCounter:
+class OpCounter(Hooks):
     """Forward hooks that count MACs, input firing rates and neuron firing rates.
 
-    Hooks every Conv1d/Conv2d/Linear, every neuron module, and the spike products of every
-    attention module, recognised by its ``num_heads``, ``dim`` and ``q_lif``/``k_lif`` (and
-    ``v_lif`` for SSA, ``attn_lif`` for token attention) as ``maxformer.SSA``/``TokenQK`` name them;
-    see the module docstring for the convention. ``T`` is the number of time steps the model runs;
-    convolutions see ``[T*B, ...]`` inputs with time folded into batch.
+    Hooks every Conv1d/Conv2d/Linear, every neuron module, and every ``maxformer.SpikeProduct``
+    (the spike products of SSA and token attention): a product's first operand is its gating spike
+    tensor, and it costs ``macs_per_element`` MACs per element of that operand (see the module
+    docstring for the convention). ``T`` is the number of time steps the model runs; convolutions
+    see ``[T*B, ...]`` inputs with time folded into batch.
     """
 
     def __init__(self, model: nn.Module, T: int) -> None:
@@ -172,7 +155,6 @@ class OpCounter:
         self.sites: dict[str, _Site] = {}
         self.rates: dict[str, list[float]] = {}
         self.samples = 0
-        self.handles: list = []
 
     def site(self, name: str, kind: str) -> _Site:
         if name not in self.sites:
@@ -185,21 +167,11 @@ class OpCounter:
             self.site(name, type(module).__name__).add(macs, args[0], self.T)
         return hook
 
-    def _product_hook(self, name: str, per_element: int) -> Callable:
-        """Count a spike product gated by a neuron's output: ``per_element`` MACs per output element."""
-        def hook(module: nn.Module, args, out: torch.Tensor) -> None:
-            self.site(name, "SpikeProduct").add(spike_matmul_macs(out, per_element), out, self.T)
+    def _product_hook(self, name: str) -> Callable:
+        """Count a spike product: ``macs_per_element`` MACs per element of its gating first operand."""
+        def hook(module: maxformer.SpikeProduct, args, out: torch.Tensor) -> None:
+            self.site(name, "SpikeProduct").add(args[0].numel() * module.macs_per_element, args[0], self.T)
         return hook
-
-    def _attention_hooks(self, name: str, attn: nn.Module) -> list:
-        """Hooks for the spike products of an SSA (has ``v_lif``) or a token-QK attention (does not)."""
-        d = attn.dim // attn.num_heads
-        if hasattr(attn, "v_lif"):  # k^T @ v gated by k, then q @ (k^T v) gated by q: N*d*d per head each
-            return [attn.k_lif.register_forward_hook(self._product_hook(f"{name}.kv_product", d)),
-                    attn.q_lif.register_forward_hook(self._product_hook(f"{name}.qkv_product", d))]
-        # sum of q over the head's channels (one add per q element), then mask * k (d per mask element)
-        return [attn.q_lif.register_forward_hook(self._product_hook(f"{name}.q_sum", 1)),
-                attn.attn_lif.register_forward_hook(self._product_hook(f"{name}.mask_product", d))]
 
     def _neuron_hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args, out: torch.Tensor) -> None:
@@ -211,21 +183,16 @@ class OpCounter:
     def _count_samples(self, module: nn.Module, args) -> None:
         self.samples += args[0].shape[0]
 
-    def __enter__(self) -> "OpCounter":
-        self.handles = [self.model.register_forward_pre_hook(self._count_samples)]
+    def register(self) -> list[RemovableHandle]:
+        handles = [self.model.register_forward_pre_hook(self._count_samples)]
         for name, m in self.model.named_modules():
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-                self.handles.append(m.register_forward_hook(self._layer_hook(name)))
+                handles.append(m.register_forward_hook(self._layer_hook(name)))
             elif isinstance(m, Neuron):
-                self.handles.append(m.register_forward_hook(self._neuron_hook(name)))
-            if hasattr(m, "num_heads") and hasattr(m, "q_lif"):
-                self.handles += self._attention_hooks(name, m)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+                handles.append(m.register_forward_hook(self._neuron_hook(name)))
+            elif isinstance(m, maxformer.SpikeProduct):
+                handles.append(m.register_forward_hook(self._product_hook(name)))
+        return handles
 
     def report(self, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ) -> EnergyReport:
         if self.samples == 0:
@@ -239,7 +206,7 @@ class OpCounter:
                 sops, macs = rate * per_sample, 0.0
             else:
                 rate, sops, macs = float("nan"), 0.0, s.reused_macs / self.samples
-            stage, component = stage_of(name)
+            stage, component = stage_of(self.model, name)
             layers.append(LayerEnergy(name, s.kind, stage, component, flops, rate,
                                       "AC" if s.binary else "MAC", sops, macs,
                                       (e_mac_pj * macs + e_ac_pj * sops) * 1e-9))
@@ -307,32 +274,32 @@ def markdown(report: EnergyReport, title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    from pathlib import Path
-
-    from spectrum import add_model_args, build_model, load_inputs, run_tag, run_title, write_csv
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(parser)
-    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help=f"energy of one MAC in pJ (default: {E_MAC_PJ}, 45 nm)")
-    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help=f"energy of one AC in pJ (default: {E_AC_PJ}, 45 nm)")
-    args = parser.parse_args(argv)
-    batches, info = load_inputs(args)
-    try:
-        model = build_model(args, info, batches, args.spec, args.checkpoint)
-        report = estimate_energy(model, batches, model.T, args.e_mac, args.e_ac, progress=True)
-    except ValueError as err:  # e.g. an input size the model cannot take
-        parser.error(str(err))
-    tag, out = run_tag(args), Path(args.out)
+def cmd_energy(args: argparse.Namespace) -> None:
+    batches, info, run = prepare(args, args.spec, args.checkpoint)
+    report = estimate_energy(run.model, batches, run.model.T, args.e_mac, args.e_ac, progress=True)
+    tag, out = run.tag(info.name), Path(args.out)
     write_csv(out / f"{tag}_energy_layers.csv", [vars(l) for l in report.layers])
     write_csv(out / f"{tag}_energy_stages.csv", report.stage_table())
     write_csv(out / f"{tag}_energy_table9.csv", table9(report))
     write_csv(out / f"{tag}_firing_rates.csv", [dict(neuron=n, rate=r) for n, r in report.neuron_rates.items()])
-    text = markdown(report, run_title(args))
+    text = markdown(report, run.title(info.name))
     (out / f"{tag}_energy.md").write_text(text)
     print(text)
     print(f"wrote {out}/{tag}_energy_*.csv, {tag}_firing_rates.csv and {tag}_energy.md")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="energy.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help=f"energy of one MAC in pJ (default: {E_MAC_PJ}, 45 nm)")
+    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help=f"energy of one AC in pJ (default: {E_AC_PJ}, 45 nm)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    run_command(parser, cmd_energy, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,15 +29,15 @@ silent layer (all zero: no spectrum, share NaN).
 
 Command line (``python spectrum.py --help``): ``temporal`` plots neuron frequency responses,
 ``spatial`` writes a Fig. 6 style comparison plus the per-layer high-frequency share of a model,
-``compare`` sets a model beside its Avg-Pool variant. Each writes PNG figures and CSV tables.
+``compare`` sets a model beside its Avg-Pool variant, both trained or both untrained. Each writes
+PNG figures and CSV tables. Which model and weights are analysed (a checkpoint's own config, the
+checkpoints shipped in ``docs/checkpoints/``, or ``--untrained``) is ``analysis_cli.py``'s part.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import fnmatch
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -45,15 +45,16 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from tqdm import tqdm
 
+import maxformer
+from analysis_cli import Hooks, UsageError, add_model_args, checkpoint_for, is_binary, prepare, run_command, write_csv
 from neurons import IF, LIF, Neuron, lif_transfer, membrane
 
 if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from data import DatasetInfo
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,11 +142,6 @@ def as_maps(x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def is_binary(x: torch.Tensor) -> bool:
-    """True when every value of ``x`` is 0 or 1 (a spike tensor)."""
-    return bool(((x == 0) | (x == 1)).all())
-
-
 def radial_frequency(h: int, w: int) -> torch.Tensor:
     """``sqrt(w_h^2 + w_w^2)`` of every bin of an unshifted ``h x w`` FFT, frequencies in ``[-pi, pi]``."""
     wh = 2 * math.pi * torch.fft.fftfreq(h, dtype=torch.float64).abs()
@@ -221,7 +217,7 @@ class _Accumulator:
         self.binary = self.binary and is_binary(maps)
 
 
-class SpectrumProbe:
+class SpectrumProbe(Hooks):
     """Forward hooks that accumulate the spatial spectra of named modules' outputs.
 
     Use as a context manager around forward passes; :meth:`results` gives one
@@ -236,7 +232,6 @@ class SpectrumProbe:
                            f"see `python spectrum.py layers --model ...` for the names")
         self.modules = {n: modules[n] for n in names}
         self.acc: dict[str, _Accumulator] = {}
-        self.handles: list = []
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args, output) -> None:
@@ -247,14 +242,8 @@ class SpectrumProbe:
             self.acc[name].add(output)
         return hook
 
-    def __enter__(self) -> "SpectrumProbe":
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+    def register(self) -> list[RemovableHandle]:
+        return [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
 
     def results(self) -> list[LayerSpectrum]:
         out = []
@@ -284,35 +273,32 @@ def spatial_spectra(model: nn.Module, batches: Iterable[torch.Tensor], names: Se
 # Choosing layers
 # ---------------------------------------------------------------------------------------------
 
-BLOCK_NAME = re.compile(r"^(patch_embed\d+|stage\d+\.\d+|bn1|layer\d+\.\d+)$")
-
-
 def neuron_names(model: nn.Module) -> list[str]:
     """Names of every neuron module (spiking or not) of ``model``."""
     return [n for n, m in model.named_modules() if isinstance(m, Neuron)]
 
 
 def block_names(model: nn.Module) -> list[str]:
-    """Names of the embeddings and blocks (their outputs are membranes), as Max-Former/-ResNet name them."""
-    return [n for n, _ in model.named_modules() if BLOCK_NAME.match(n)]
+    """Names of the embeddings and blocks of a Max-Former / Max-ResNet in forward order (their outputs
+    are membranes): ``model.named_blocks()``; other modules have none."""
+    return [n for n, _ in model.named_blocks()] if isinstance(model, maxformer.SpikingNet) else []
 
 
 def fig6_names(model: nn.Module) -> dict[str, str]:
     """The first module of each kind the paper's Fig. 6 compares: spiking neuron, max-pool, DWC, SSA
     (and avg-pool, for Avg-Pool variants).
 
-    Returns ``{label: module name}`` for the kinds the model has. The DWC is the module holding a
-    depth-wise conv (maxformer's ``DWC`` mixer: LIF, conv, BN, plus input); the self-attention is
-    the ``SSA`` module (its output includes the residual).
+    Returns ``{label: module name}`` for the kinds the model has. The DWC is maxformer's ``DWC``
+    mixer (LIF, depth-wise conv, BN, plus input); the self-attention is the ``SSA`` module (its
+    output includes the residual).
     """
     picks: dict[str, str] = {}
     tests = {
         "spiking neuron": lambda m: isinstance(m, Neuron),
         "max-pool": lambda m: isinstance(m, nn.MaxPool2d),
         "avg-pool": lambda m: isinstance(m, nn.AvgPool2d),
-        "DWC": lambda m: any(isinstance(c, nn.Conv2d) and c.groups > 1 and c.groups == c.in_channels
-                             for c in m.children()) and not isinstance(m, nn.Conv2d),
-        "self-attention": lambda m: type(m).__name__ == "SSA",
+        "DWC": lambda m: isinstance(m, maxformer.DWC),
+        "self-attention": lambda m: isinstance(m, maxformer.SSA),
     }
     for name, module in model.named_modules():
         for label, test in tests.items():
@@ -345,105 +331,8 @@ def select_layers(model: nn.Module, spec: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line: shared model / data options (energy.py uses them too)
+# Command line
 # ---------------------------------------------------------------------------------------------
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The model, checkpoint and data options shared by ``spectrum.py`` and ``energy.py``."""
-    parser.add_argument("--model", default="max_former_tiny",
-                        help="model name from maxformer.list_models() (default: max_former_tiny)")
-    parser.add_argument("--spec", default=None,
-                        help='ablation spec for maxformer.create_model, e.g. "embed=orig,avg,avg mixer=id,avg,ssa"')
-    parser.add_argument("--checkpoint", default=None,
-                        help="weights to load: ours or the authors' (maxformer.load_official); default: a "
-                             "freshly initialised model (seeded by --seed) whose BatchNorm statistics are "
-                             "calibrated on the analysed samples")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="let torch.load unpickle a checkpoint that holds Python objects (trusted files only)")
-    parser.add_argument("--dataset", default="digits-dvs",
-                        help="dataset name of data.build_datasets (default: digits-dvs, offline, no download)")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: data.py's ./data)")
-    parser.add_argument("--download", action="store_true",
-                        help="let data.py download a missing dataset that it can fetch (default: never download)")
-    parser.add_argument("--split", choices=("test", "train"), default="test",
-                        help="which split to draw samples from (default: test; no augmentation either way)")
-    parser.add_argument("--samples", type=int, default=64,
-                        help="number of samples, a seeded random subset of the split (default: 64)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    parser.add_argument("--T", type=int, default=None,
-                        help="time steps (default: the dataset's frames for event data, else the model's T)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the sample subset and the model init")
-    parser.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
-
-
-def load_inputs(args: argparse.Namespace) -> tuple[list[torch.Tensor], object]:
-    """A fixed, seeded subset of the chosen split as a list of input batches, and the dataset info."""
-    import data  # imported here: the library functions above need no dataset code
-    if args.samples < 1 or args.batch_size < 1:
-        raise SystemExit(f"--samples ({args.samples}) and --batch-size ({args.batch_size}) must be positive")
-    try:
-        train, test, info = data.build_datasets(args.dataset, data_dir=args.data_dir, T=args.T,
-                                                download=args.download, augment=False)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"cannot load dataset {args.dataset!r}: {err}") from None
-    split = test if args.split == "test" else train
-    gen = torch.Generator().manual_seed(args.seed)
-    index = torch.randperm(len(split), generator=gen)[: args.samples].tolist()
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(split, index), batch_size=args.batch_size)
-    return [x for x, _ in loader], info
-
-
-def build_model(args: argparse.Namespace, info: DatasetInfo, batches: Sequence[torch.Tensor], spec: str | None = None,
-                checkpoint: str | None = None) -> nn.Module:
-    """The model named by ``--model``, shaped for the dataset (classes, channels, size, T), in eval mode.
-
-    With a checkpoint its weights are loaded; without one the fresh model's BatchNorm statistics
-    are calibrated on ``batches`` (:func:`calibrate_batchnorm`).
-    """
-    import maxformer
-    overrides = info.model_overrides()
-    if not info.is_event and args.T is not None:  # event frames carry their own T
-        overrides["T"] = args.T
-    torch.manual_seed(args.seed)
-    try:
-        model = maxformer.create_model(args.model, spec=spec, **overrides)
-        if checkpoint:
-            maxformer.load_official(model, checkpoint, allow_pickle=args.allow_pickle)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"cannot build {args.model!r}: {err}") from None
-    return model.eval() if checkpoint else calibrate_batchnorm(model, batches)
-
-
-@torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
-    """Replace every BatchNorm's running statistics by their average over ``batches``; return it in eval mode.
-
-    A freshly initialised model has running mean 0 and variance 1, which in eval mode leaves most
-    of its neurons silent; after this its neurons fire as at the start of training, so spectra
-    and firing rates of untrained models mean something. Nothing else changes.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    model.train()
-    for x in batches:
-        model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    return model.eval()
-
-
-def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    """Write dict rows (same keys) to ``path``; floats with 6 significant digits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-
 
 def pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only Agg backend."""
@@ -538,66 +427,57 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_spatial(args: argparse.Namespace) -> None:
-    batches, info = load_inputs(args)
-    model = build_model(args, info, batches, args.spec, args.checkpoint)
-    picks = fig6_names(model)
-    names = select_layers(model, args.layers)
-    layers = spatial_spectra(model, batches, list(dict.fromkeys([*picks.values(), *names])), progress=True)
+    batches, info, run = prepare(args, args.spec, args.checkpoint)
+    picks = fig6_names(run.model)
+    names = select_layers(run.model, args.layers)
+    layers = spatial_spectra(run.model, batches, list(dict.fromkeys([*picks.values(), *names])), progress=True)
     by_name = {l.name: l for l in layers}
-    tag = run_tag(args)
+    tag, title, out = run.tag(info.name), run.title(info.name), Path(args.out)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     found = [(label, by_name[n]) for label, n in picks.items() if n in by_name]
     plot_profiles(ax, [l for _, l in found], [f"{label}: {l.name}" for label, l in found])
-    ax.set_title(f"{run_title(args)}: Fourier spectra of outputs", fontsize=9)
-    out = Path(args.out)
+    ax.set_title(f"{title}:\nFourier spectra of outputs", fontsize=8)
     save(fig, out / f"{tag}_fig6.png")
     curve = [l for l in layers if l.name in set(names)]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(curve)), 4.5))
     plot_hf_share(ax, curve)
-    ax.set_title(f"{run_title(args)}: high-frequency share per layer", fontsize=9)
+    ax.set_title(f"{title}: high-frequency share per layer", fontsize=8)
     save(fig, out / f"{tag}_hf_share.png")
-    summary, profiles = spectrum_rows(args.model, layers)
+    summary, profiles = spectrum_rows(run.spec or run.name, layers)
     write_csv(out / f"{tag}_spectra.csv", summary)
     write_csv(out / f"{tag}_profiles.csv", profiles)
     for row in summary:
         print(f"{row['layer']:40s} {row['signal']:9s} {row['height']:>3}x{row['width']:<3} hf_share {row['hf_share']:.4f}")
 
 
-def run_tag(args: argparse.Namespace) -> str:
-    """File-name stem ``<model>_<dataset>``, plus the ``--spec`` if one is given, so that an
-    ablation variant never overwrites the files of its base model."""
-    tag = f"{args.model}_{args.dataset}"
-    return f"{tag}_{re.sub(r'[^A-Za-z0-9]+', '-', args.spec).strip('-')}" if args.spec else tag
-
-
-def run_title(args: argparse.Namespace) -> str:
-    """``<model> [spec] on <dataset>`` for figure titles and reports."""
-    spec = f" [{args.spec}]" if args.spec else ""
-    return f"{args.model}{spec} on {args.dataset}"
-
-
 def avg_variant_spec(model: nn.Module) -> str:
     """The Avg-Pool twin of a Max-Former: every ``max`` embedding and mixer becomes ``avg``."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "embeds"):
-        raise SystemExit(f"{type(model).__name__} has no patch embeddings or token mixers to swap for avg-pool; "
+    if not isinstance(model, maxformer.MaxFormer):
+        raise UsageError(f"{type(model).__name__} has no patch embeddings or token mixers to swap for avg-pool; "
                          f"compare Max-Former / MS-QKFormer models, or pass --variant with a spec of your own")
-    swap = lambda names: ",".join("avg" if n == "max" else n for n in names)  # noqa: E731
+    cfg = model.cfg
     if "max" not in (*cfg.embeds, *cfg.mixers):
-        raise SystemExit(f"{type(model).__name__} has no max-pool embedding or mixer to swap "
+        raise UsageError(f"{type(model).__name__} has no max-pool embedding or mixer to swap "
                          f"(embeds={cfg.embeds}, mixers={cfg.mixers}); pass --variant explicitly")
+    swap = lambda names: ",".join("avg" if n == "max" else n for n in names)  # noqa: E731
     return f"embed={swap(cfg.embeds)} mixer={swap(cfg.mixers)}"
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    batches, info = load_inputs(args)
-    base = build_model(args, info, batches, args.spec, args.checkpoint)
-    variant_spec = args.variant or avg_variant_spec(base)
-    variant = build_model(args, info, batches, variant_spec, args.variant_checkpoint)
-    names = select_layers(base, args.layers)
-    runs = {args.spec or args.model: spatial_spectra(base, batches, names, progress=True),
-            variant_spec: spatial_spectra(variant, batches, select_layers(variant, args.layers), progress=True)}
+    """A model beside its variant, both trained (checkpoints given or shipped) or both untrained."""
+    batches, info, base = prepare(args, args.spec, args.checkpoint)
+    variant_spec = args.variant or avg_variant_spec(base.model)
+    variant_ckpt = checkpoint_for(args, variant_spec, args.variant_checkpoint)
+    if (base.checkpoint is None) != (variant_ckpt is None):
+        trained, fresh = (base.title(info.name), variant_spec) if variant_ckpt is None else (variant_spec, base.title(info.name))
+        raise UsageError(f"compare treats both sides alike: {trained} is trained but there is no checkpoint for "
+                         f"{fresh}; pass --checkpoint and --variant-checkpoint, or --untrained for both")
+    _, _, variant = prepare(args, variant_spec, str(variant_ckpt) if variant_ckpt else None)
+    runs = {base.spec or base.name: spatial_spectra(base.model, batches, select_layers(base.model, args.layers),
+                                                    progress=True),
+            variant_spec: spatial_spectra(variant.model, batches, select_layers(variant.model, args.layers),
+                                          progress=True)}
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     rows, profiles = [], []
@@ -610,8 +490,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         profiles += prof
     left.set_title("high-frequency share per layer", fontsize=9)
     right.set_title("Fourier spectrum of the last probed layer", fontsize=9)
-    fig.suptitle(f"{run_title(args)} vs its variant ({args.samples} samples)", fontsize=10)
-    tag, out = run_tag(args), Path(args.out)
+    fig.suptitle(f"{base.title(info.name)} vs {variant.title(info.name)} ({args.samples} samples)", fontsize=9)
+    tag, out = base.tag(info.name), Path(args.out)
     save(fig, out / f"{tag}_compare.png")
     write_csv(out / f"{tag}_compare.csv", rows)
     write_csv(out / f"{tag}_compare_profiles.csv", profiles)
@@ -619,8 +499,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"{a.name:30s} {a.hf_share:.4f}  vs  {b.name:30s} {b.hf_share:.4f}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spectrum.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `python spectrum.py COMMAND --help` for each command's options.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -643,22 +523,26 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="layers of the per-layer curve: 'neurons', 'blocks', 'fig6' and/or glob patterns of module "
                         "names, comma-separated (default: neurons,blocks); list names with the 'layers' command")
     p.set_defaults(run=cmd_spatial)
-    p = sub.add_parser("compare", help="a model beside its Avg-Pool variant (or any --variant spec), same data")
+    p = sub.add_parser("compare", help="a model beside its Avg-Pool variant (or any --variant spec), same data, "
+                                       "both trained or both untrained")
     add_model_args(p)
     p.add_argument("--variant", default=None,
                    help="ablation spec of the variant (default: every 'max' embedding/mixer of the model -> 'avg')")
-    p.add_argument("--variant-checkpoint", default=None, help="weights of the variant (default: fresh, same seed)")
+    p.add_argument("--variant-checkpoint", default=None,
+                   help="weights of the variant (default: its shipped checkpoint for --seed, if there is one)")
     p.add_argument("--layers", default="blocks",
                    help="layers to compare, as for 'spatial' (default: blocks, whose names both models share)")
     p.set_defaults(run=cmd_compare)
     p = sub.add_parser("layers", help="list a model's module names, marking blocks, neurons and the Fig. 6 picks")
     p.add_argument("--model", default="max_former_tiny", help="model name (default: max_former_tiny)")
     p.set_defaults(run=cmd_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except ValueError as err:  # bad layer spec, input size the model cannot take, ...
-        parser.error(str(err))
+    run_command(parser, args.run, args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import maxformer
 from energy import E_AC_PJ, E_MAC_PJ, OpCounter, estimate_energy, stage_of, table9
 from neurons import LIF
 
@@ -124,18 +125,25 @@ def test_energy_constants_override_and_samples_average():
     assert row.energy_mj == pytest.approx(2.0 * 0.5 * T * 6 * 6 * 4 * 4 * 9 * 1e-9)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("patch_embed2.max_embed1.embed_conv", ("2", "embedding")),
-    ("stage3.1.attn.q_conv", ("3", "mixer")),
-    ("stage1.0.mixer.conv", ("1", "mixer")),
-    ("stage2.0.mlp.fc1_conv", ("2", "mlp")),
-    ("head", ("head", "classifier")),
-    ("layer2.0.conv1", ("2", "block")),
-    ("conv1", ("stem", "embedding")),
-    ("something", ("-", "other")),
+@pytest.mark.parametrize("model, name, expected", [
+    ("max_former_cifar10", "patch_embed2.max_embed1.embed_conv", ("2", "embedding")),
+    ("max_former_cifar10", "stage3.1.attn.q_conv", ("3", "mixer")),
+    ("max_former_cifar10", "stage3.1.attn.kv_product", ("3", "mixer")),
+    ("max_former_cifar10", "stage1.0.mixer.conv", ("1", "mixer")),
+    ("max_former_cifar10", "stage2.0.mlp.fc1_conv", ("2", "mlp")),
+    ("max_former_cifar10", "head", ("head", "classifier")),
+    ("max_resnet18_cifar10", "layer2.0.conv1", ("2", "block")),
+    ("max_resnet18_cifar10", "conv1", ("stem", "embedding")),
+    ("max_resnet18_cifar10", "something", ("-", "other")),
 ])
-def test_stage_of(name, expected):
-    assert stage_of(name) == expected
+def test_stage_of(model, name, expected):
+    with torch.device("meta"):
+        net = maxformer.create_model(model)
+    assert stage_of(net, name) == expected
+
+
+def test_stage_of_other_modules_is_other():
+    assert stage_of(nn.Linear(2, 2), "head") == ("-", "other")
 
 
 def test_no_forward_is_a_clear_error():
@@ -146,10 +154,8 @@ def test_no_forward_is_a_clear_error():
 # ------------------------------------------------------------------ the project's models
 
 def real_report(name: str, x: torch.Tensor, **overrides):
-    import maxformer
-    from spectrum import calibrate_batchnorm
     torch.manual_seed(0)
-    model = calibrate_batchnorm(maxformer.create_model(name, **overrides), [x])
+    model = maxformer.calibrate_batchnorm(maxformer.create_model(name, **overrides), [x])
     return estimate_energy(model, [x], model.T)
 
 
@@ -168,7 +174,7 @@ def test_attention_products_follow_the_documented_convention():
         assert row.flops == n3 * 64 * d3
         assert row.mode == "AC" and row.rate == pytest.approx(rates[f"stage3.1.attn.{neuron}"])
         assert row.sops == pytest.approx(row.rate * T * row.flops)
-        assert stage_of(row.name) == ("3", "mixer")
+        assert row.stage == "3" and row.component == "mixer"
 
 
 def test_static_resnet_counts_stem_once_and_membrane_shortcut_every_step():
@@ -222,8 +228,8 @@ def test_command_line_writes_tables(digits_dir, tmp_path, capsys):
     import csv
 
     from energy import main
-    main(["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path)])
-    tag = tmp_path / "max_former_tiny_digits-dvs"
+    main(["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path), "--untrained"])
+    tag = tmp_path / "max_former_tiny_digits-dvs_untrained"
     with open(f"{tag}_energy_layers.csv") as f:
         layers = list(csv.DictReader(f))
     assert layers[0]["name"] == "patch_embed1.proj_conv" and layers[0]["mode"] == "MAC"  # event counts
@@ -233,5 +239,42 @@ def test_command_line_writes_tables(digits_dir, tmp_path, capsys):
     with open(f"{tag}_firing_rates.csv") as f:
         rates = [float(r["rate"]) for r in csv.DictReader(f)]
     assert rates and all(0 <= r <= 1 for r in rates) and max(rates) > 0
-    assert "Table 9 layout" in (tmp_path / "max_former_tiny_digits-dvs_energy.md").read_text()
+    text = (tmp_path / "max_former_tiny_digits-dvs_untrained_energy.md").read_text()
+    assert "Table 9 layout" in text and "untrained" in text.splitlines()[0]
     assert "SNN energy" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def avg_checkpoint(tmp_path_factory) -> str:
+    """One of our checkpoints of the Avg-Pool twin (random weights), with the config it records."""
+    torch.manual_seed(0)
+    model = maxformer.create_model("max_former_tiny", spec="embed=orig,avg,avg")
+    path = tmp_path_factory.mktemp("ckpt") / "avg.pth"
+    torch.save({"format": "maxformer-train/1", "model": model.state_dict(), "model_config": model.config_record,
+                "args": {"model": "max_former_tiny", "spec": "embed=orig,avg,avg"}}, path)
+    return str(path)
+
+
+def test_energy_of_a_checkpoint_comes_from_its_config(digits_dir, tmp_path, avg_checkpoint, capsys):
+    """energy.py builds the model the checkpoint records: the same numbers as that model built by
+    hand; and a --spec that contradicts it is an error naming both values. Seen: a checkpoint
+    analysed with a wrong spec gave 0.0041 mJ instead of 0.0083 mJ, without a word."""
+    import csv
+
+    import data
+    from energy import main
+    common = ["--data-dir", digits_dir, "--samples", "4", "--batch-size", "4", "--out", str(tmp_path)]
+    main([*common, "--checkpoint", avg_checkpoint])
+    name = "max_former_tiny_embed-orig-avg-avg_digits-dvs_avg_energy_layers.csv"
+    with open(tmp_path / name) as f:
+        total = sum(float(r["energy_mj"]) for r in csv.DictReader(f))
+    _, test, info = data.build_datasets("digits-dvs", data_dir=digits_dir, augment=False)
+    x = torch.stack([test[i][0] for i in data.seeded_subset(test, 4, 0).indices])
+    model = maxformer.load_model(avg_checkpoint)
+    assert total == pytest.approx(estimate_energy(model, [x], 4).energy_mj, rel=1e-5)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*common, "--checkpoint", avg_checkpoint, "--spec", "embed=orig,max,max"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert "avg" in err and "max" in err and err.startswith("energy.py: error:")

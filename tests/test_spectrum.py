@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+import maxformer
 from neurons import IF, LIF
-from spectrum import (as_maps, calibrate_batchnorm, diagonal_profile, high_frequency_share,
-                      select_layers, spatial_spectra, temporal_response)
+from spectrum import (as_maps, diagonal_profile, high_frequency_share, select_layers, spatial_spectra,
+                      temporal_response)
 
 
 class Source(nn.Module):
@@ -94,7 +95,7 @@ def test_calibrated_batchnorm_makes_a_fresh_model_fire():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), LIF())
     model[1].running_mean.fill_(100.0)                                 # stale statistics: silent in eval
     batches = [torch.randn(4, 1, 8, 8) + 5 for _ in range(3)]
-    calibrate_batchnorm(model, batches)
+    maxformer.calibrate_batchnorm(model, batches)
     with torch.no_grad():
         conv_out = torch.cat([model[0](x) for x in batches])
         rate = float(model(batches[0]).mean())
@@ -157,9 +158,9 @@ def read_csv(path) -> list[dict]:
 
 def test_spatial_and_compare_commands_write_their_files(digits_dir, tmp_path, capsys):
     from spectrum import main
-    common = ["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path)]
+    common = ["--data-dir", digits_dir, "--samples", "6", "--batch-size", "3", "--out", str(tmp_path), "--untrained"]
     main(["spatial", *common])
-    tag = tmp_path / "max_former_tiny_digits-dvs"
+    tag = tmp_path / "max_former_tiny_digits-dvs_untrained"
     rows = read_csv(f"{tag}_spectra.csv")
     assert {r["layer"] for r in rows} >= {"patch_embed1.lif", "patch_embed2.max_embed1.pool", "stage1.0.mixer",
                                            "stage3.0"}
@@ -173,8 +174,10 @@ def test_spatial_and_compare_commands_write_their_files(digits_dir, tmp_path, ca
     rows = read_csv(f"{tag}_compare.csv")
     assert {r["model"] for r in rows} == {"max_former_tiny", "embed=orig,avg,avg mixer=dwc3,dwc3,dwc3"}
     for suffix in ("fig6.png", "hf_share.png", "compare.png"):
-        assert (tmp_path / f"max_former_tiny_digits-dvs_{suffix}").stat().st_size > 10_000
-    assert "stage3.0" in capsys.readouterr().out
+        assert (tmp_path / f"max_former_tiny_digits-dvs_untrained_{suffix}").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "stage3.0" in out
+    assert "analysing max_former_tiny on digits-dvs, untrained" in out  # stdout says what is analysed
 
 
 def test_temporal_and_layers_commands(tmp_path, capsys):
@@ -188,13 +191,76 @@ def test_temporal_and_layers_commands(tmp_path, capsys):
     assert "fig6: max-pool" in out and "stage1.0.mixer" in out
 
 
-def test_run_tag_keeps_variants_apart():
-    """A --spec variant writes files under its own name, never over its base model's."""
-    import argparse
+def test_tags_keep_variants_and_checkpoints_apart():
+    """Outputs are named after model, spec, dataset and weights: none overwrites another's files."""
+    from pathlib import Path
 
-    from spectrum import run_tag, run_title
-    base = argparse.Namespace(model="max_former_tiny", dataset="digits-dvs", spec=None)
-    variant = argparse.Namespace(model="max_former_tiny", dataset="digits-dvs", spec="embed=orig,avg,avg")
-    assert run_tag(base) == "max_former_tiny_digits-dvs"
-    assert run_tag(variant) == "max_former_tiny_digits-dvs_embed-orig-avg-avg"
-    assert run_title(variant) == "max_former_tiny [embed=orig,avg,avg] on digits-dvs"
+    from analysis_cli import Analysed
+    base = Analysed(nn.Identity(), "max_former_tiny", None, None)
+    variant = Analysed(nn.Identity(), "max_former_tiny", "embed=orig,avg,avg", None)
+    trained = Analysed(nn.Identity(), "max_former_tiny", None, Path("runs/digits-dvs-max_former_tiny-x/best.pth"))
+    shipped = Analysed(nn.Identity(), "max_former_tiny", None, Path("docs/checkpoints/max_former_tiny_seed1.pth"))
+    assert base.tag("digits-dvs") == "max_former_tiny_digits-dvs_untrained"
+    assert variant.tag("digits-dvs") == "max_former_tiny_embed-orig-avg-avg_digits-dvs_untrained"
+    assert trained.tag("digits-dvs") == "max_former_tiny_digits-dvs_digits-dvs-max_former_tiny-x-best"
+    assert shipped.tag("digits-dvs") == "max_former_tiny_digits-dvs_max_former_tiny_seed1"
+    assert variant.title("digits-dvs") == "max_former_tiny [embed=orig,avg,avg] on digits-dvs, untrained"
+    assert shipped.title("digits-dvs") == "max_former_tiny on digits-dvs, max_former_tiny_seed1.pth"
+
+
+def test_avg_twin_of_the_tiny_model_is_the_shipped_avg_run():
+    from analysis_cli import AVG_TINY
+    from spectrum import avg_variant_spec
+    assert avg_variant_spec(maxformer.create_model("max_former_tiny")) == AVG_TINY
+
+
+def test_shipped_checkpoints_are_small_and_analysed_by_default(digits_dir, tmp_path, capsys):
+    """docs/checkpoints/ holds every run of analysis_cli.SHIPPED (each under 1 MB, with its config);
+    spatial and compare use them when no --checkpoint is given, so a reader sees trained networks."""
+    from analysis_cli import SHIPPED
+    from spectrum import main
+    for run in SHIPPED:
+        for seed in run.seeds:
+            assert run.path(seed).stat().st_size < 1_000_000, run.path(seed)
+            assert maxformer.read_checkpoint(run.path(seed))["format"].startswith("maxformer-train/")
+    common = ["--data-dir", digits_dir, "--samples", "4", "--batch-size", "4", "--out", str(tmp_path)]
+    main(["compare", *common, "--seed", "1"])
+    out = capsys.readouterr().out
+    assert "analysing max_former_tiny on digits-dvs, max_former_tiny_seed1.pth" in out
+    assert "max_former_tiny_avg_seed1.pth" in out and "untrained" not in out
+    assert (tmp_path / "max_former_tiny_digits-dvs_max_former_tiny_seed1_compare.csv").exists()
+
+
+def test_compare_treats_both_sides_alike(digits_dir, tmp_path, capsys):
+    """A trained model is never set beside an untrained variant (the tutorial once did that)."""
+    from analysis_cli import SHIPPED
+    from spectrum import main
+    ckpt = str(SHIPPED[0].path(0))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--data-dir", digits_dir, "--samples", "2", "--out", str(tmp_path), "--checkpoint", ckpt,
+              "--variant", "embed=orig,max,avg"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "both sides alike" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--spec", "embed=orig,avg,avg"], ["avg", "max"]),
+    (["-T", "8"], ["T", "4", "8"]),
+    (["--model", "max_former_cifar10"], ["max_former_tiny", "max_former_cifar10"]),
+    (["--untrained", "--checkpoint", "x.pth"], ["--untrained"]),
+    (["--samples", "0"], ["--samples"]),
+])
+def test_bad_input_exits_2_with_one_line(digits_dir, tmp_path, capsys, flags, words):
+    """A flag that contradicts the checkpoint is an error naming both values, never a silent rebuild."""
+    from analysis_cli import SHIPPED
+    from spectrum import main
+    args = ["spatial", "--data-dir", digits_dir, "--samples", "2", "--out", str(tmp_path)]
+    if "--checkpoint" not in flags:
+        args += ["--checkpoint", str(SHIPPED[0].path(0))]
+    with pytest.raises(SystemExit) as exit_:
+        main(args + flags)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("spectrum.py: error:")
+    assert all(w in err for w in words), err
