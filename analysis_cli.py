@@ -29,7 +29,6 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-import _compat_shims  # noqa: F401  TEMPORARY: delete this line and _compat_shims.py at merge
 import data
 import maxformer
 

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import typing
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import Field, asdict, field, fields, replace
@@ -35,16 +34,14 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from maxformer import read_checkpoint
+
 CHECKPOINT_FORMAT = "maxformer-train/2"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
 RUN_FILES = ("last.pth", "best.pth", "log.csv", "config.yaml", "recipe.json", "curves.png", "tensorboard")
 LOCK_NAME = "lock"
 MiB = 2 ** 20
 T = TypeVar("T")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read: missing, corrupt, or needing --allow-pickle."""
 
 
 class RunFolderError(RuntimeError):
@@ -55,37 +52,9 @@ class NonFiniteError(RuntimeError):
     """A NaN or infinity in the loss, gradient norm, weights or BatchNorm statistics."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading: ours (a dict with "format") and the authors' (a state dict, maybe wrapped).
-
-def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
-    """The checkpoint at ``path`` as a dict; tensors only unless ``allow_pickle``.
-
-    An empty, truncated or random file is "corrupt or not a checkpoint"; a sound torch archive
-    that holds other Python objects needs --allow-pickle (unpickling can run arbitrary code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as e:  # the unpickler's errors have no common base class
-        if not allow_pickle and zipfile.is_zipfile(path) and intact_archive(path):
-            raise CheckpointError(f"{path} holds pickled Python objects besides tensors; only if you trust "
-                                  "its source, pass --allow-pickle (unpickling can run arbitrary code)") from None
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
-    return ckpt
-
-
-def intact_archive(path: Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return archive.testzip() is None
-
-
-def is_ours(ckpt: dict) -> bool:
-    """Written by this train.py (and so carrying its model config and settings)."""
+def records_run(ckpt: dict) -> bool:
+    """Written by this train.py's current format, so carrying its model config and run settings
+    (``maxformer.is_ours`` also accepts the older format, which records weights only)."""
     return ckpt.get("format") == CHECKPOINT_FORMAT
 
 
@@ -508,7 +477,7 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
                   may_change: frozenset[str], model_settings: Sequence[str]) -> T:
     """--resume: the run's recorded settings (``cfg.resume``); --eval-only: the model's. Flags may
     not contradict them (SettingsError) unless they are in ``may_change`` or --override is given."""
-    if cfg.resume and not is_ours(ckpt):
+    if cfg.resume and not records_run(ckpt):
         raise SettingsError(f"{source} was not written by this train.py (no recorded settings); --resume needs "
                             "our last.pth or best.pth, --eval-only --checkpoint evaluates other files")
     if cfg.resume:
@@ -523,7 +492,7 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
                   f"recomputed over {restored.epochs} epochs; the learning rate follows the new curve from step "
                   f"{ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
         return restored
-    if is_ours(ckpt):
+    if records_run(ckpt):
         return restore_settings(cfg, given, ckpt["config"], model_settings, source, may_change, cfg.override)
     if "model" not in given:
         raise SettingsError(f"{source} records no model config (the authors' released weights?): name its model "

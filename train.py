@@ -43,13 +43,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, CheckpointError, FlagParser, NonFiniteError, RunFolderError, SettingsError,
-                         StopFlag, count, default_run_name, flag_parser, is_ours, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
-                         read_checkpoint, same_model, save_checkpoint, scalar_writer, set_rng_state,
+from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, FlagParser, NonFiniteError, RunFolderError, SettingsError,
+                         StopFlag, count, default_run_name, flag_parser, records_run, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
+                         same_model, save_checkpoint, scalar_writer, set_rng_state,
                          setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
 from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
-from maxformer import CheckpointMismatchError, create_model, list_models, load_official, parse_spec
+from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_official, model_config,
+                       parse_spec, read_checkpoint)
 from neurons import BACKENDS, Neuron
 from recipe import SCHEDULES, config_steps_per_epoch, lr_at, peak_lr, resolve_recipe
 
@@ -405,14 +406,15 @@ def train_one_epoch(run: Run, loader: DataLoader, cfg: Config, ctx: Context, sto
 
 
 class FiringRates:
-    """Mean neuron output per top-level module (the firing rate of spiking neurons), via hooks."""
+    """Mean neuron output per stage (``net.stage_of``; the firing rate of spiking neurons), via hooks."""
 
     def __init__(self, net: nn.Module, device: torch.device) -> None:
-        self.groups = sorted({name.split(".")[0] for name, m in net.named_modules() if isinstance(m, Neuron)})
+        stages = {name: net.stage_of(name)[0] for name, m in net.named_modules() if isinstance(m, Neuron)}
+        self.groups = sorted(set(stages.values()))
         self.sums = torch.zeros(2 * len(self.groups), dtype=torch.float64, device=device)  # per group: sum, count
         for name, m in net.named_modules():
             if isinstance(m, Neuron):
-                m.register_forward_hook(self.hook(self.groups.index(name.split(".")[0])))
+                m.register_forward_hook(self.hook(self.groups.index(stages[name])))
 
     def hook(self, i: int):
         def record(module: nn.Module, inputs, out: torch.Tensor) -> None:
@@ -452,12 +454,12 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: Context, dtype: torch.dt
 # ----------------------------------------------------------------------------------------------
 # Checkpoints (files and folders: checkpoints.py).
 
-def save(run: Run, cfg: Config, record: dict, ctx: Context, paths: list[Path]) -> None:
+def save(run: Run, cfg: Config, ctx: Context, paths: list[Path]) -> None:
     """Every rank's random state goes to rank 0, which writes the checkpoint to each path in turn."""
     rng = all_rng_states()
     if not ctx.is_main:
         return
-    state = {"model": run.net.state_dict(), "model_config": record, "config": asdict(cfg), "world": ctx.world,
+    state = {"model": run.net.state_dict(), "model_config": model_config(run.net), "config": asdict(cfg), "world": ctx.world,
              "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "scaler": run.scaler.state_dict(), "epoch": run.epoch, "step": run.step, "best_acc1": run.best_acc1,
              "best_epoch": run.best_epoch, "history": run.history, "rng": rng}
@@ -496,7 +498,7 @@ def stopped(out: Path, run: Run, ctx: Context) -> NoReturn:
     raise SystemExit(EXIT_INTERRUPTED)
 
 
-def finish_epoch(run: Run, cfg: Config, record: dict, out: Path, ctx: Context, metrics: dict, started: float,
+def finish_epoch(run: Run, cfg: Config, out: Path, ctx: Context, metrics: dict, started: float,
                  scalars) -> None:
     """Count the epoch, track the best top-1; save best.pth, last.pth, then log.csv (this order
     keeps the folder consistent at every crash point: resuming rewrites log.csv from last.pth)."""
@@ -507,7 +509,7 @@ def finish_epoch(run: Run, cfg: Config, record: dict, out: Path, ctx: Context, m
     row = {"epoch": run.epoch, **{k: metrics[k] for k in CSV_COLUMNS[1:6]},
            "lr": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
     run.history.append(row)
-    save(run, cfg, record, ctx, [out / "best.pth"] * improved + [out / "last.pth"])
+    save(run, cfg, ctx, [out / "best.pth"] * improved + [out / "last.pth"])
     if not ctx.is_main:
         return
     write_log(out / "log.csv", run.history)
@@ -527,7 +529,7 @@ def header(cfg: Config, net: nn.Module, samples: str, ctx: Context, dtype: torch
             f"{str(dtype or torch.float32).removeprefix('torch.')} on {ctx.world} x {ctx.device.type}")
 
 
-def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: dict, sets: tuple[Dataset, Dataset],
+def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, sets: tuple[Dataset, Dataset],
           test_loader: DataLoader, info: DatasetInfo, dtype: torch.dtype | None, out: Path, ckpt: dict | None) -> dict:
     """The epoch loop; returns the best-over-epochs and the final test top-1."""
     train_set, test_set = sets
@@ -567,11 +569,11 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: d
             train_metrics = (train_one_epoch(run, loader, cfg, ctx, stop, steps) if run.step < steps
                              else {"train_loss": math.nan, "train_acc1": math.nan})
             if stop.agreed:  # mid-epoch: save the step reached, skip the evaluation
-                save(run, cfg, record, ctx, [out / "last.pth"])
+                save(run, cfg, ctx, [out / "last.pth"])
                 stopped(out, run, ctx)
             metrics = {**train_metrics, **evaluate(model, test_loader, ctx, eval_dtype, stop),
                        "firing_rates": rates.pop(ctx)}
-            finish_epoch(run, cfg, record, out, ctx, metrics, started, scalars)
+            finish_epoch(run, cfg, out, ctx, metrics, started, scalars)
             if stop.agreed and run.epoch < cfg.epochs:
                 stopped(out, run, ctx)
 
@@ -588,7 +590,7 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, record: d
 def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, model: nn.Module,
                         test_set: Dataset, test_loader: DataLoader, dtype: torch.dtype | None) -> dict:
     """--eval-only: load the weights (ours by key, the authors' through load_official), evaluate."""
-    if is_ours(ckpt):
+    if records_run(ckpt):
         net.load_state_dict(ckpt["model"])
     else:
         load_official(net, ckpt, allow_pickle=cfg.allow_pickle)
@@ -630,10 +632,9 @@ def main(argv: list[str] | None = None) -> dict:
             if cfg.deterministic:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             train_set, test_set, info = build_data(cfg)
-            record = model_record(cfg, info)
-            if cfg.eval_only and is_ours(ckpt) and not cfg.override:
-                same_model(record, ckpt["model_config"], path)
-            net = build_model(record).to(ctx.device)
+            net = build_model(model_record(cfg, info)).to(ctx.device)
+            if cfg.eval_only and records_run(ckpt) and not cfg.override:
+                same_model(model_config(net), ckpt["model_config"], path)
             net.checkpoint_stages = cfg.checkpoint_stages
             model = torch.compile(net) if cfg.compile else net
             if ctx.world > 1:
@@ -643,7 +644,7 @@ def main(argv: list[str] | None = None) -> dict:
             if cfg.eval_only:
                 metrics = evaluate_checkpoint(cfg, ctx, ckpt, net, model, test_set, test_loader, dtype)
             else:
-                metrics = train(cfg, ctx, net, model, record, (train_set, test_set), test_loader, info, dtype, out,
+                metrics = train(cfg, ctx, net, model, (train_set, test_set), test_loader, info, dtype, out,
                                 ckpt)
             if ctx.world > 1:  # no rank tears the group down while another still writes (gloo aborts then)
                 dist.barrier()
@@ -653,7 +654,7 @@ def main(argv: list[str] | None = None) -> dict:
         kept = (f"the last good checkpoint {last} (epoch {len(read_checkpoint(last)['history'])}) is kept"
                 if last.exists() else "no epoch had finished, so there is no checkpoint")
         raise SystemExit(f"{e}; stopped: {kept}. Try a lower --lr or --clip-grad.") from None
-    except (CheckpointError, CheckpointMismatchError, RunFolderError, SettingsError, *DATA_ERRORS) as e:
+    except (FileNotFoundError, CheckpointError, CheckpointMismatchError, RunFolderError, SettingsError, *DATA_ERRORS) as e:
         fail(str(e))
     finally:
         if ctx.world > 1:

@@ -55,8 +55,11 @@ CODE_MAP = [
     ("non-spiking twin, Table 2 \"Max-Former (ANN)\"", "neurons.ReLUNeuron", ""),
     ("`[LIF] -> Conv -> BN -> [pool]` unit", "maxformer.Unit", "(inline in each embedding)"),
     ("Embed-Orig, stage 1 (Table 4)", "maxformer.EmbedOrig", "Embed_Orig"),
-    ("Embed-Orig stages 2-3, Embed-Max / Embed-Avg (section 3.2, Table 4), MS-QKFormer's embedding",
-     "maxformer.TwoStepEmbed", "Embed_Orig_later / Embed_Max / Embed_Avg / Embed_1Max"),
+    ("Embed-Orig, stages 2-3 (Table 4)", "maxformer.EmbedOrigLater", "Embed_Orig_later"),
+    ("Embed-Max, stages 2-3 (section 3.2, Table 4)", "maxformer.EmbedMax", "Embed_Max"),
+    ("Embed-Avg, the Avg-Pool ablation (Table 4)", "maxformer.EmbedAvg", "Embed_Avg"),
+    ("Embed-1Max, MS-QKFormer's embedding", "maxformer.Embed1Max", "Embed_1Max"),
+    ("embedding names for spec strings", "maxformer.make_embedding", ""),
     ("Embed-Max+ (event stage 1)", "maxformer.EmbedMaxPlus", "Embed_Max_plus"),
     ("ImageNet stage-1 embedding (Table 3)", "maxformer.EmbedOrigImageNet", "Embed_Orig_ImageNet"),
     ("MS-QKFormer ImageNet stage 1", "maxformer.QKEmbedInit", "PatchEmbedInit"),
@@ -77,6 +80,10 @@ CODE_MAP = [
     ("spec strings for ablations (Tables 4, 7)", "maxformer.parse_spec", ""),
     ("model zoo by name", "maxformer.create_model", ""),
     ("the authors' checkpoints", "maxformer.load_official", ""),
+    ("a checkpoint's model, built from its recorded config", "maxformer.load_model", ""),
+    ("spike inputs saved as bytes for the backward (memory)", "kernels.spike_conv", ""),
+    ("max-pool that keeps only its argmax (memory)", "kernels.MaxPool", ""),
+    ("Triton LIF kernels (CUDA)", "kernels.triton_kernels", "MultiStepLIFNode(backend='cupy')"),
 ]
 
 
