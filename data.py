@@ -157,8 +157,8 @@ def check_data_dir(path: str | Path | None, dataset: str | None = None, download
     """The data folder as a ``Path`` once it is known to be usable for ``dataset``; creates nothing.
 
     A dataset read from disk (or ``dataset=None``) needs an existing folder, unless ``download`` may
-    fetch it into a new one; digits-dvs is generated, so its folder may be created if its parent
-    exists. What will be written must be writable: the download target, and for event data (unless
+    fetch it into a new one; digits-dvs is generated, so the default folder may be created (if its
+    parent exists), but a named one must exist: a mistyped ``--data-dir`` creates nothing. What will be written must be writable: the download target, and for event data (unless
     ``writes_cache`` is False) the frame cache, ``cache_dir`` or by default ``<path>/cache``. A missing
     folder of a dataset on disk raises ``DatasetNotFoundError``, anything else unusable ``DataDirError``.
     """
@@ -166,6 +166,9 @@ def check_data_dir(path: str | Path | None, dataset: str | None = None, download
     if root.exists() and not root.is_dir():
         raise DataDirError(f"--data-dir {root} is not a folder")
     if not root.exists():
+        if dataset == "digits-dvs" and path is not None and not download:  # a typo must not create folders
+            raise DataDirError(f"--data-dir {root} does not exist; create it (mkdir -p {root}) or leave "
+                               f"--data-dir out to use ./{DEFAULT_DATA_DIR}")
         if not (dataset == "digits-dvs" or download):
             what = dataset or "the dataset"
             raise DatasetNotFoundError(what, [root], f"an existing folder holding {what} (--data-dir {root} does "
@@ -405,12 +408,13 @@ def cifar_transforms(train: bool, augment: bool = True, dataset: str = "cifar10"
 
 
 def imagenet_transforms(train: bool, augment: bool = True, size: int = 224,
-                        policy: str | None = None) -> Callable[[object], Tensor]:
+                        policy: str | None = None, erasing: float = 0.25) -> Callable[[object], Tensor]:
     """The authors' ImageNet pipeline, timm's ``create_transform`` with their arguments (docs/reference/recipes.md).
 
     Train: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip, the
     RandAugment ``policy`` (default "timm-imagenet") filling with ImageNet's mean pixel, ToTensor,
-    Normalize (ImageNet mean/std), random erasing p = 0.25 with per-pixel normal noise, before mixing.
+    Normalize (ImageNet mean/std), random erasing with probability ``erasing`` (the authors' 0.25; 0: off)
+    with per-pixel normal noise, before mixing.
     Val: Resize(256, bicubic), CenterCrop(224), ToTensor, Normalize.
     """
     from torchvision.transforms import v2
@@ -422,7 +426,7 @@ def imagenet_transforms(train: bool, augment: bool = True, size: int = 224,
                           + _normalise("imagenet"))
     rand_augment = POLICIES[policy or DEFAULT_POLICY["imagenet"]](fill=mean_fill(NORMALIZATION["imagenet"][0]))
     return v2.Compose([v2.RandomResizedCrop(size, interpolation=bicubic), v2.RandomHorizontalFlip(), rand_augment]
-                      + _normalise("imagenet") + [RandomErasing(p=0.25, noise=True)])
+                      + _normalise("imagenet") + [RandomErasing(p=erasing, noise=True)])
 
 
 def _build_cifar(name: str, data_dir: Path, download: bool, augment: bool, policy: str | None):
@@ -443,7 +447,7 @@ def _build_cifar(name: str, data_dir: Path, download: bool, augment: bool, polic
     return train, test, DatasetInfo(name, classes, 3, (32, 32), None)
 
 
-def _build_imagenet(data_dir: Path, augment: bool, policy: str | None):
+def _build_imagenet(data_dir: Path, augment: bool, policy: str | None, erasing: float):
     from torchvision import datasets
 
     roots = [data_dir, data_dir / "imagenet", data_dir / "ILSVRC2012"]
@@ -452,7 +456,7 @@ def _build_imagenet(data_dir: Path, augment: bool, policy: str | None):
     if root is None:
         raise DatasetNotFoundError("imagenet", roots, expected, IMAGENET_OBTAIN)
     try:
-        train = datasets.ImageFolder(str(root / "train"), transform=imagenet_transforms(True, augment, policy=policy))
+        train = datasets.ImageFolder(str(root / "train"), transform=imagenet_transforms(True, augment, policy=policy, erasing=erasing))
         val = datasets.ImageFolder(str(root / "val"), transform=imagenet_transforms(False))
     except FileNotFoundError as err:  # a class folder without images, or no class folders at all
         raise DatasetNotFoundError("imagenet", [root], f"{expected} ({err})", IMAGENET_OBTAIN) from err
@@ -481,7 +485,7 @@ def _event_splits(name: str, root: Path, cache_root: Path, download: bool, seed:
 
 def build_datasets(name: str, data_dir: str | None = None, T: int | None = None, download: bool = False,
                    augment: bool = True, cache_dir: str | None = None, *, seed: int = 0,
-                   label_order: str = "ibm", aug_policy: str | None = None,
+                   label_order: str = "ibm", aug_policy: str | None = None, imagenet_erasing: float = 0.25,
                    digits_config: DigitsDVSConfig = DigitsDVSConfig()) -> tuple[Dataset, Dataset, DatasetInfo]:
     """``(train_set, test_set, info)`` for one of ``DATASETS``; samples are ``(x, label)``.
 
@@ -491,7 +495,8 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
     ``<data_dir>/cache``). ``seed`` fixes the digits-dvs simulation and split. ``label_order``
     ("ibm": class-1, or "spikingjelly") picks DVS128 Gesture's target numbering. ``aug_policy`` names
     the RandAugment policy of image data (``augment.POLICIES``; default: the one the authors run on
-    that dataset); event data always uses ``EventAugment``. The data folder is checked
+    that dataset); event data always uses ``EventAugment``. ``imagenet_erasing`` is the probability of
+    ImageNet's per-sample random erasing (CIFAR's runs on the mixed batch: ``augment.erase_batch``). The data folder is checked
     (``check_data_dir``) before anything is read or created.
     """
     if name not in DATASETS:
@@ -506,7 +511,7 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
     if name in ("cifar10", "cifar100"):
         return _build_cifar(name, root, download, augment, aug_policy)
     if name == "imagenet":
-        return _build_imagenet(root, augment, aug_policy)
+        return _build_imagenet(root, augment, aug_policy, imagenet_erasing)
     cache_root = Path(cache_dir).expanduser() if cache_dir else root / "cache"
     splits, size, num_classes = _event_splits(name, root, cache_root, download, seed, label_order, digits_config)
     out = []

@@ -142,8 +142,9 @@ class Config:
     event_cutmix: str = setting("spatial", "CutMix on event frames [N, T, C, H, W]: spatial (one box in every "
                                 "frame, the sound choice) or authors (their behaviour; augment.py)",
                                 choices=EVENT_CUTMIX)
-    random_erasing: float = setting(0.0, "CIFAR with --augment: probability of erasing a box of each sample "
-                                    "after mixing (0: off)", type=probability)
+    random_erasing: float = setting(0.0, "with --augment: probability of erasing a box of each sample (0: off); "
+                                    "CIFAR: after mixing, filled with 0; ImageNet: before mixing, filled with "
+                                    "noise", type=probability)
     # run
     output: str | None = setting(None, "run folder (default: a new runs/<dataset>-<model>-<time>, or the "
                                  "--resume file's folder)", names=("--output", "--out"), metavar="DIR")
@@ -258,7 +259,8 @@ def build_data(cfg: Config) -> tuple[Dataset, Dataset, DatasetInfo]:
     kwargs = {} if cfg.T is None else {"T": cfg.T}
     train_set, test_set, info = build_datasets(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                                augment=cfg.augment, cache_dir=cfg.cache_dir,
-                                               label_order=cfg.label_order, aug_policy=cfg.aug_policy, **kwargs)
+                                               label_order=cfg.label_order, aug_policy=cfg.aug_policy,
+                                               imagenet_erasing=cfg.random_erasing, **kwargs)
     return fixed_subset(train_set, cfg.limit_train), fixed_subset(test_set, cfg.limit_test), info
 
 
