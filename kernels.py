@@ -3,7 +3,7 @@
 - :func:`compiled`: a function through ``torch.compile``, falling back to eager if the compiler fails;
 - :func:`triton_kernels`: the fused LIF/IF algorithm of ``neurons.py`` as two Triton kernels (CUDA);
 - :class:`SpikeConv`: a convolution whose input is binary spikes, saved as one byte per element;
-- :class:`MaxPool`: a 3x3 max-pool whose backward keeps only where each maximum sat, in one byte;
+- :class:`MaxPool`: a 3x3 max-pool whose backward keeps only the argmax indices;
 - :func:`saved_bytes`: how much autograd keeps for a backward, the measure of all of the above.
 
 This module does not import ``neurons.py``: the neuron kernels read the fields of a ``neurons.Dynamics``
@@ -190,35 +190,21 @@ def spike_conv(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
-def window_origins(shape: torch.Size, stride: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column (in the input) of every 3x3 window's top-left corner, padding 1: ``[Ho, 1]``, ``[Wo]``."""
-    rows = torch.arange(shape[-2], device=device).unsqueeze(1) * stride - 1
-    return rows, torch.arange(shape[-1], device=device) * stride - 1
-
-
 class MaxPoolFunction(torch.autograd.Function):
-    """3x3 max-pool, padding 1, whose backward keeps only where each maximum sat, in one byte.
-
-    Autograd's own max-pool keeps its input (which the backward reads only for its shape) and the
-    argmax as an int64 index into the input plane. Here the argmax is kept as its position in its
-    3x3 window (0..8, ``int8``) and turned back into the same index for the backward: same outputs,
-    the same gradients (same kernels, ties included), a ninth of the memory of the indices alone."""
+    """3x3 max-pool, padding 1, whose backward keeps only the argmax indices: autograd's own
+    max-pool also keeps its input, which the backward reads only for its shape. Same outputs and
+    the same gradients (same kernels), a third less memory for this layer in training."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
         y, indices = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1])
-        top, left = window_origins(y.shape, stride, x.device)
-        width = x.shape[-1]
-        ctx.save_for_backward(((indices // width - top) * 3 + indices % width - left).to(torch.int8))
+        ctx.save_for_backward(indices)
         ctx.shape, ctx.stride = x.shape, stride
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (where,) = ctx.saved_tensors
-        top, left = window_origins(grad.shape, ctx.stride, grad.device)
-        where = where.long()
-        indices = (where // 3 + top) * ctx.shape[-1] + where % 3 + left
+        (indices,) = ctx.saved_tensors
         shape_only = grad.new_empty(()).expand(ctx.shape)  # the kernel reads the input's shape only
         s = ctx.stride
         return torch.ops.aten.max_pool2d_with_indices_backward(
@@ -226,7 +212,7 @@ class MaxPoolFunction(torch.autograd.Function):
 
 
 class MaxPool(nn.MaxPool2d):
-    """``nn.MaxPool2d(3, stride, 1)`` that keeps only each argmax, in one byte, for the backward (:class:`MaxPoolFunction`)."""
+    """``nn.MaxPool2d(3, stride, 1)`` that keeps only the argmax indices for the backward (:class:`MaxPoolFunction`)."""
 
     def __init__(self, stride: int) -> None:
         super().__init__(3, stride, 1)
