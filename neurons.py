@@ -326,10 +326,13 @@ def pick_backend(x: torch.Tensor, backend: str = "auto") -> str:
 def neuron_sequence(x: torch.Tensor, d: Dynamics, backend: str = "auto") -> torch.Tensor:
     """Spikes ``[T, ...]`` of a LIF/IF layer (dynamics ``d``) for input ``[T, ...]``; see ``BACKENDS``."""
     backend = pick_backend(x, backend)
+    # Both paths run on a contiguous copy: PyTorch's CPU kernels for strided and contiguous tensors may
+    # round transcendentals (the sigmoid surrogate) differently, and the backends must agree bitwise.
+    x = x.contiguous()
     if backend == "torch":
         return reference_sequence(x, d)
     # Elementwise in space, so every layer runs as [T, N]: one shape family, one compile per T and d.
-    return FusedSequence.apply(x.contiguous().reshape(x.shape[0], -1), d, backend).view(x.shape)
+    return FusedSequence.apply(x.reshape(x.shape[0], -1), d, backend).view(x.shape)
 
 
 # ----------------------------------------------------------------------------- the sub-threshold membrane

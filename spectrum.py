@@ -100,8 +100,9 @@ def temporal_response(neuron: nn.Module, n_freqs: int = 32, steps: int = 256, wa
     """
     if steps < 2 * n_freqs:
         raise ValueError(f"steps={steps} cannot hold {n_freqs} distinct frequencies; use steps >= {2 * n_freqs}")
-    tau = getattr(neuron, "tau", None)
-    if tau is not None and getattr(neuron, "decay_input", True) == math.isinf(tau):
+    dynamics = neuron.dynamics if isinstance(neuron, LIF) else None
+    tau = dynamics.tau if dynamics else None
+    if dynamics and dynamics.decay_input == math.isinf(tau):
         raise ValueError(f"neurons.membrane models LIF with input decay or IF; {neuron} is neither")
     k = torch.linspace(1, steps // 2, n_freqs, dtype=torch.float64).round().unique()
     omega = 2 * math.pi * k / steps                                      # [F]

@@ -302,17 +302,24 @@ def test_out_of_range_events_and_bad_event_files_name_the_file(tmp_path):
         build_datasets("dvsgesture", tmp_path / "tonic", T=1)
 
 
-def test_missing_data_dir_is_an_error_before_anything_is_created(tmp_path):
-    """A dataset read from disk needs an existing --data-dir; digits-dvs (generated) may create its
-    folder when the parent exists. Nothing is created on the way to an error."""
+def test_missing_data_dir_is_an_error_before_anything_is_created(tmp_path, monkeypatch):
+    """A dataset read from disk needs an existing --data-dir; digits-dvs (generated) may create the
+    default ./data, but a named folder must exist (seen: --data-dir /nonexistent created folders at
+    the filesystem root). Nothing is created on the way to an error."""
     missing = tmp_path / "nonexistent"
     for name in ("dvsgesture", "cifar10dvs", "cifar10", "imagenet"):
         with pytest.raises(DatasetNotFoundError, match=f"(?s){name}: dataset not.*--data-dir {missing} does not exist"):
             build_datasets(name, missing)
+    for named in (missing, tmp_path / "a" / "b"):
+        with pytest.raises(data.DataDirError, match=f"--data-dir {named} does not exist; create it"):
+            build_datasets("digits-dvs", named)
     with pytest.raises(data.DataDirError, match="nor does its parent"):
-        build_datasets("digits-dvs", tmp_path / "a" / "b")
+        data.check_data_dir(tmp_path / "a" / "b", "dvsgesture", download=True)
     assert list(tmp_path.iterdir()) == []
-    assert data.check_data_dir(missing, "digits-dvs") == missing and not missing.exists()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert data.check_data_dir(None, "digits-dvs") == Path(data.DEFAULT_DATA_DIR)
+    assert list((tmp_path / "cwd").iterdir()) == []
     assert data.check_data_dir(missing, "dvsgesture", download=True) == missing
     (tmp_path / "file").write_text("")
     with pytest.raises(data.DataDirError, match="is not a folder"):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from maxformer import create_model, load_official
 
-sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly (requirements.txt) is not installed")
 REFERENCE = Path(__file__).parent / "reference"
 
 

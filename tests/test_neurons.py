@@ -36,8 +36,8 @@ def spikes_and_grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def sj_node(kind: str, tau: float, v_threshold: float, v_reset, decay_input: bool, detach_reset: bool,
             surrogate: str):
-    sj = pytest.importorskip("spikingjelly.activation_based.neuron")
-    sg = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    sj = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly (requirements.txt) is not installed")
+    sg = pytest.importorskip("spikingjelly.activation_based.surrogate", reason="spikingjelly (requirements.txt) is not installed")
     fn = sg.Sigmoid(alpha=4.0) if surrogate == "sigmoid" else sg.ATan(alpha=2.0)
     common = dict(v_threshold=v_threshold, v_reset=v_reset, surrogate_function=fn,
                   detach_reset=detach_reset, step_mode="m")
@@ -196,7 +196,7 @@ def test_triton_kernels_in_interpreter():
     hence the subprocess): spikes and H exactly equal the fused path; gradients to 1e-6 absolute or
     1e-5 relative: its exp differs from PyTorch's sigmoid by an ulp, and ``1 - s`` near s = 1 magnifies
     that relative error about 100-fold."""
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason="Triton is not installed")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
