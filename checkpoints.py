@@ -481,6 +481,9 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
         raise SettingsError(f"{source} was not written by this train.py (no recorded settings); --resume needs "
                             "our last.pth or best.pth, --eval-only --checkpoint evaluates other files")
     if cfg.resume:
+        if "optimizer" not in ckpt:
+            raise SettingsError(f"{source} holds weights only (like the shipped docs/checkpoints/*.pth), so it cannot "
+                                "be resumed; evaluate it with --eval-only --checkpoint, or start a new run")
         if ckpt["world"] != world and not cfg.override:
             raise SettingsError(f"{world} processes contradict the {ckpt['world']} recorded in {source}; "
                                 "pass --override")

@@ -300,9 +300,9 @@ def train_checkpoints(epochs: int | None, seeds: Sequence[int] | None) -> None:
             ckpt = torch.load(Path(tmp) / "last.pth", map_location="cpu", weights_only=True)
             with open(Path(tmp) / "log.csv") as f:
                 log = list(csv.DictReader(f))
-        kept = {k: ckpt[k] for k in ("format", "model", "model_config", "epoch", "best_acc1", "best_epoch")
-                if k in ckpt}
-        kept["args"] = {k: v for k, v in ckpt["args"].items() if k not in ("output", "resume")}
+        kept = {k: ckpt[k] for k in ("format", "model", "model_config", "world", "epoch", "step", "best_acc1",
+                                     "best_epoch", "history")}
+        kept["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("output", "resume")}
         run.path(seed).parent.mkdir(parents=True, exist_ok=True)
         torch.save(kept, run.path(seed))
         runs[run.path(seed).stem] = dict(

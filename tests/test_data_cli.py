@@ -56,7 +56,7 @@ def test_bad_input_exits_2_with_one_message(gesture_dir, tmp_path, capsys, probl
     """An unusable --data-dir, a bad event file, an --out that cannot be written and -T 0 each end with
     status 2 and a message naming the problem, never a traceback; nothing is created on the way."""
     args = ["show", "dvsgesture", "--data-dir", str(gesture_dir), "--out", str(tmp_path / "figs" / "a.png")]
-    expected = {"data-dir": "nor does its parent", "event-file": "user01_led.aedat: not an AEDAT 3.x file",
+    expected = {"data-dir": "does not exist; create it", "event-file": "user01_led.aedat: not an AEDAT 3.x file",
                 "out": "figs is not a folder", "T": "-T (0) and --samples (3) must be positive"}[problem]
     if problem == "data-dir":
         args = ["show", "digits-dvs", "--data-dir", str(tmp_path / "a" / "b"), "--out", str(tmp_path / "a.png")]
