@@ -125,8 +125,8 @@ class EnergyReport:
         for l in self.layers:
             row = rows.setdefault((l.stage, l.component), dict(stage=l.stage, component=l.component,
                                                                flops=0.0, sops=0.0, macs=0.0, energy_mj=0.0))
-            for key in ("flops", "sops", "macs", "energy_mj"):
-                row[key] += getattr(l, key)
+            for key, value in (("flops", l.flops), ("sops", l.sops), ("macs", l.macs), ("energy_mj", l.energy_mj)):
+                row[key] += value
         out = list(rows.values())
         out.append(dict(stage="total", component="", flops=sum(r["flops"] for r in out),
                         sops=sum(r["sops"] for r in out), macs=sum(r["macs"] for r in out),

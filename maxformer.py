@@ -177,6 +177,12 @@ class EmbedOrig(nn.Module, HasConvBN):
         return self.embed1(s) + self.embed2(s)
 
 
+def conv_path_start(cin: int, dim: int, neuron: NeuronSpec) -> tuple[Neuron, Unit, Neuron]:
+    """``LIF -> Unit(conv3x3) -> LIF``: how Embed-Orig-later and Embed-1Max begin (as ``lif1``,
+    ``embed1``, ``lif2``, their checkpoint keys, assigned in that order)."""
+    return neuron(), Unit(cin, dim, 3, spikes=neuron.spiking), neuron()
+
+
 class EmbedOrigLater(nn.Module):
     """Embed-Orig in stages >= 2 (``Embed_Orig_later``): ``LIF -> Unit -> LIF -> Unit(stride 2)`` plus
     a 1x1/2 ``Unit`` shortcut, both reading the first LIF's spikes. Stride 2 from the convolutions."""
@@ -185,9 +191,7 @@ class EmbedOrigLater(nn.Module):
 
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        self.lif1 = neuron()
-        self.embed1 = Unit(cin, dim, 3, spikes=neuron.spiking)
-        self.lif2 = neuron()
+        self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
         self.embed2 = Unit(dim, dim, 3, 2, spikes=neuron.spiking)
         self.embed3 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
 
@@ -230,9 +234,7 @@ class Embed1Max(nn.Module):
 
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        self.lif1 = neuron()
-        self.embed1 = Unit(cin, dim, 3, spikes=neuron.spiking)
-        self.lif2 = neuron()
+        self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
         self.max_embed1 = Unit(dim, dim, 3, pool="max", spikes=neuron.spiking)
         self.embed2 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
 

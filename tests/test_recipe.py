@@ -1,78 +1,40 @@
 """recipe.py and configs/*.yaml against the authors' recipes (docs/reference/recipes.md).
 
-The paper configs are read into ``Cfg``, a stand-in for train.py's config with train.py's defaults, so
-these tests need neither data nor a model.
+The paper configs are read by train.py's own flag parser into its ``Config``, so these tests need
+neither data nor a model.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 import recipe
+from train import Config, parse_args
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 
 
-@dataclass
-class Cfg:
-    """The fields of train.py's config that recipe.py reads, with train.py's defaults."""
-
-    model: str = "max_former_tiny"
-    dataset: str = "digits-dvs"
-    T: int | None = None
-    augment: bool = False
-    lr: float = 5e-3
-    lr_base: float | None = None
-    batch_size: int = 32
-    epochs: int = 10
-    warmup_epochs: float = 0.3
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-5
-    cooldown_epochs: int = 0
-    weight_decay: float = 0.01
-    clip_grad: float | None = None
-    smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    mixup_off_epoch: int = 0
-    precision: str = "auto"
-    eval_precision: str = "same"
-    seed: int = 0
-    schedule: str = "step-cosine"
-    aug_policy: str | None = None
-    event_cutmix: str = "spatial"
-    random_erasing: float = 0.0
-    deterministic: bool = False
-    limit_train: int | None = None
-    steps_per_epoch: int | None = None
-    workers: int = 0
+def config(**changes: object) -> Config:
+    """train.py's config with its defaults, and ``changes``."""
+    return dataclasses.replace(Config(), **changes)
 
 
 def yaml_values(name: str) -> dict:
     return yaml.safe_load((CONFIGS / name).read_text())
 
 
-def config_from_yaml(name: str) -> Cfg:
-    """A ``Cfg`` from a config file; its keys are flag names ('batch-size' -> batch_size)."""
-    fields = {f.name for f in dataclasses.fields(Cfg)}
-    values = {}
-    for key, value in yaml_values(name).items():
-        field = key.replace("-", "_")
-        assert field in fields, f"{name}: key {key!r} is not a field recipe.py knows"
-        values[field] = value
-    return Cfg(**values)
+def config_from_yaml(name: str) -> Config:
+    """train.py's config from a config file, read as train.py reads it (no data, no model)."""
+    return parse_args(["--config", str(CONFIGS / name)])
 
 
-def steps_of(cfg: Cfg, world_size: int = 1) -> int:
+def steps_of(cfg: Config, world_size: int = 1) -> int:
     return recipe.steps_per_epoch_for(cfg.dataset, cfg.batch_size, world_size)
 
 
@@ -199,17 +161,17 @@ STEP_COSINE_IMAGENET = [  # lr-base 1.35e-3 at 8 x 64, 200 epochs, warm-up 5 fro
 
 
 def test_step_cosine_equals_the_earlier_train_schedule() -> None:
-    offline = Cfg(lr=5e-3, epochs=10, cooldown_epochs=2, warmup_epochs=0.3, warmup_lr=1e-6, min_lr=1e-5)
+    offline = config(lr=5e-3, epochs=10, cooldown_epochs=2, warmup_epochs=0.3, warmup_lr=1e-6, min_lr=1e-5)
     for step, lr in STEP_COSINE_OFFLINE:
         assert recipe.lr_at(step, offline, 45) == lr, step
-    imagenet = Cfg(lr_base=1.35e-3, batch_size=64, epochs=200, warmup_epochs=5, warmup_lr=0.0, min_lr=2.5e-6)
+    imagenet = config(lr_base=1.35e-3, batch_size=64, epochs=200, warmup_epochs=5, warmup_lr=0.0, min_lr=2.5e-6)
     for step, lr in STEP_COSINE_IMAGENET:
         assert recipe.lr_at(step, imagenet, 2502, world_size=8) == lr, step
 
 
 def test_the_default_schedule_is_step_cosine() -> None:
-    assert Cfg().schedule == "step-cosine"
-    assert recipe.lr_at(0, Cfg(), 10) == Cfg().warmup_lr
+    assert config().schedule == "step-cosine"
+    assert recipe.lr_at(0, config(), 10) == config().warmup_lr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,8 +339,23 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="lower --batch-size"):
         recipe.steps_per_epoch_for("dvsgesture", 2048)
     with pytest.raises(ValueError, match="epoch-cosine, iter-cosine, step-cosine"):
-        recipe.lr_at(0, Cfg(schedule="cosine"), 10)
+        recipe.lr_at(0, config(schedule="cosine"), 10)
     with pytest.raises(ValueError, match="at least 1"):
-        recipe.lr_at(0, Cfg(), 0)
+        recipe.lr_at(0, config(), 0)
     with pytest.raises(ValueError, match="--cooldown-epochs"):
-        recipe.resolve_recipe(Cfg(epochs=5, cooldown_epochs=6), 10)
+        recipe.resolve_recipe(config(epochs=5, cooldown_epochs=6), 10)
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_print_recipe_works_for_every_config(name: str, capsys) -> None:
+    """`python train.py --config FILE --print-recipe` prints the resolved record as JSON, with the
+    schedule over that dataset's training split (no data on disk needed)."""
+    import train
+
+    train.main(["--config", str(CONFIGS / name), "--print-recipe"])
+    printed = json.loads(capsys.readouterr().out)
+    cfg = config_from_yaml(name)
+    assert printed == json.loads(json.dumps(recipe.resolve_recipe(cfg, steps_of(cfg), 1)))
+    assert len(printed["lr_per_epoch"]) == cfg.epochs
+    assert printed["lr_per_epoch"] == pytest.approx(recipe.lr_per_epoch(cfg, steps_of(cfg)))
+    assert (printed["model"], printed["seed"]["seed"]) == (cfg.model, cfg.seed)
