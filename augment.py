@@ -307,6 +307,11 @@ def paste_box(x: Tensor, box: tuple[int, int, int, int], event_cutmix: str = "sp
     return x
 
 
+def smooth_one_hot(y: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    """Label smoothing: ``1 - s + s/K`` on the class and ``s/K`` elsewhere, ``[B] -> [B, K]``."""
+    return nnf.one_hot(y, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
+
+
 class MixupCutmix:
     """Batch-level Mixup (Zhang et al. 2018) / CutMix (Yun et al. 2019) with label smoothing.
 
@@ -340,8 +345,7 @@ class MixupCutmix:
         self.event_cutmix = event_cutmix
 
     def smooth(self, y: Tensor) -> Tensor:
-        off = self.label_smoothing / self.num_classes
-        return nnf.one_hot(y, self.num_classes).float() * (1.0 - self.label_smoothing) + off
+        return smooth_one_hot(y, self.num_classes, self.label_smoothing)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         lam = 1.0

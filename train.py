@@ -47,7 +47,7 @@ from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, FlagParser, NonFi
                          StopFlag, count, default_run_name, flag_parser, records_run, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
                          same_model, save_checkpoint, scalar_writer, set_rng_state,
                          setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
-from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch
+from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch, smooth_one_hot
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
 from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_official, model_config,
                        parse_spec, read_checkpoint)
@@ -323,10 +323,6 @@ def autocast(dtype: torch.dtype | None) -> ContextManager:
 
 # ----------------------------------------------------------------------------------------------
 # Loss, stopping, one epoch of training, evaluation.
-
-def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    return F.one_hot(y, num_classes).float() * (1 - smoothing) + smoothing / num_classes
-
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft targets [B, classes] (smoothed and/or mixed labels)."""
