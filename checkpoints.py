@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from maxformer import read_checkpoint
+from maxformer import FREE_OVERRIDES, read_checkpoint
 
 CHECKPOINT_FORMAT = "maxformer-train/2"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
@@ -505,9 +505,9 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
 
 def same_model(record: dict, recorded: dict, source: str) -> None:
     """``record`` (what the settings and data build) must be the model ``source`` records, up to
-    the neuron backend (same function)."""
+    ``maxformer.FREE_OVERRIDES`` (the neuron backend: same function)."""
     def function(r: dict) -> dict:
-        return {**r, "overrides": {k: v for k, v in r["overrides"].items() if k != "neuron_backend"}}
+        return {**r, "overrides": {k: v for k, v in r["overrides"].items() if k not in FREE_OVERRIDES}}
     if function(record) != function(recorded):
         raise SettingsError(f"{source} holds the model {recorded}, but these settings and data build {record}")
 
