@@ -2,8 +2,9 @@
 
 - :func:`compiled`: a function through ``torch.compile``, falling back to eager if the compiler fails;
 - :func:`triton_kernels`: the fused LIF/IF algorithm of ``neurons.py`` as two Triton kernels (CUDA);
-- :class:`SpikeConv`: a convolution whose input is binary spikes, saved as one byte per element;
-- :class:`MaxPool`: a 3x3 max-pool whose backward keeps only the argmax indices;
+- :func:`saved_as_bytes`: binary tensors (spikes) that autograd saves, kept as one byte per element;
+- :func:`spike_conv`: a convolution of spikes through it;
+- :class:`MaxPool`: a 3x3 max-pool whose backward keeps two bytes per output;
 - :func:`saved_bytes`: how much autograd keeps for a backward, the measure of all of the above.
 
 This module does not import ``neurons.py``: the neuron kernels read the fields of a ``neurons.Dynamics``
@@ -12,12 +13,16 @@ This module does not import ``neurons.py``: the neuron kernels read the fields o
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 @functools.cache
@@ -145,74 +150,119 @@ def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
-class SpikeConv(torch.autograd.Function):
-    """A convolution (``Conv1d``/``Conv2d``) of binary spikes ``x`` that keeps ``x`` as ``torch.bool``.
+def covers_storage(t: torch.Tensor) -> bool:
+    """``t`` views each element of its storage exactly once: contiguous, or a permutation of a
+    contiguous tensor's dimensions (such as attention heads split off and transposed)."""
+    if t.storage_offset() or t.numel() * t.element_size() != t.untyped_storage().nbytes():
+        return False
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda pair: pair[1]):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
-    Autograd's own convolution keeps its input in the compute dtype (4 bytes per element in float32,
-    2 under AMP) for the weight gradient. Spikes are exactly 0 or 1 in every float dtype, so one byte
-    holds them exactly and ``bool -> dtype`` rebuilds them bit for bit; the backward then calls the
-    kernel autograd calls (``aten.convolution_backward``), so every gradient is bit-identical.
-    Only for inputs known to be binary (a spiking neuron's output).
+
+@contextlib.contextmanager
+def saved_as_bytes(*binary: torch.Tensor) -> Iterator[None]:
+    """Inside, autograd keeps every saved tensor that views one of the ``binary`` tensors as one byte
+    per element (``torch.bool``) and rebuilds it, same dtype, shape, strides and offset, for the backward.
+
+    ``binary`` must hold only 0 and 1 (a spiking neuron's output): those are exact in every float
+    dtype, so ``bool -> dtype`` gives back the same bits, the backward runs autograd's own kernels on
+    the same layout, and every gradient is bit-identical. A layer keeps its input in the compute dtype
+    for the weight gradient (4 bytes per element in float32); this keeps 1. Tensors that do not cover
+    their storage exactly are left alone, as is anything autograd saves that is not a view of them
+    (such as autocast's own low-precision copy: cast first, as :func:`spike_conv` does). The byte copy
+    of a tensor is made once, however many views of it are saved. Tensors are recognised by their
+    storage's address, so the ``binary`` tensors must stay alive inside (a layer's inputs do).
     """
+    # Storage address -> dtype. The hooks live as long as what they saved, so they must not hold the
+    # float tensors themselves: that would keep exactly what this is meant to free.
+    dtypes = {t.untyped_storage().data_ptr(): t.dtype for t in binary if covers_storage(t)}
+    as_bytes: dict[int, torch.Tensor] = {}
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, conv: nn.Conv1d | nn.Conv2d, weight: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
-        dtype = compute_dtype(x, weight)
-        x, w = x.to(dtype), weight.to(dtype)
-        b = None if bias is None else bias.to(dtype)
-        n = w.dim() - 2
-        ctx.geometry = (list(conv.stride), list(conv.padding), list(conv.dilation), False, [0] * n, conv.groups)
-        ctx.dtype, ctx.bias_sizes = dtype, None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x.to(torch.bool), weight)
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.ops.aten.convolution(x, w, b, *ctx.geometry)
+    def pack(t: torch.Tensor) -> torch.Tensor | tuple:
+        key = t.untyped_storage().data_ptr()
+        if dtypes.get(key) != t.dtype:
+            return t
+        if key not in as_bytes:
+            whole = t.detach().as_strided((t.untyped_storage().nbytes() // t.element_size(),), (1,), 0)
+            as_bytes[key] = whole.to(torch.bool)
+        return as_bytes[key], t.dtype, t.shape, t.stride(), t.storage_offset()
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        packed, weight = ctx.saved_tensors
-        x = packed.to(ctx.dtype)
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.bias_sizes is not None and ctx.needs_input_grad[3]]
-        gx, gw, gb = torch.ops.aten.convolution_backward(grad, x, weight.to(ctx.dtype), ctx.bias_sizes,
-                                                         *ctx.geometry, mask)
-        gw = None if gw is None else gw.to(weight.dtype)
-        gb = None if gb is None else gb.to(weight.dtype)
-        return gx, None, gw, gb
+    def unpack(saved: torch.Tensor | tuple) -> torch.Tensor:
+        if isinstance(saved, torch.Tensor):
+            return saved
+        flat, dtype, shape, stride, offset = saved
+        return flat.to(dtype).as_strided(shape, stride, offset)
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
 
 
 def spike_conv(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for binary ``x``, keeping ``x`` as one byte per element for the backward (:class:`SpikeConv`).
+    """``conv(x)`` for binary ``x`` (a spiking neuron's output), keeping ``x`` as one byte per element
+    for the backward (:func:`saved_as_bytes`): same outputs, same gradients, bit for bit.
 
-    Without autograd (inference, or nothing needing a gradient) it is ``conv(x)`` itself.
+    ``x`` is first cast to the dtype the convolution runs in (autocast's, under AMP), which is what
+    autocast would do, so that the tensor the convolution saves is the one kept as bytes. Without
+    autograd (inference, or nothing needing a gradient) it is ``conv(x)`` itself.
     """
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
-        return SpikeConv.apply(x, conv, conv.weight, conv.bias)
-    return conv(x)
+    if not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)):
+        return conv(x)
+    x = x.to(compute_dtype(x, conv.weight))
+    with saved_as_bytes(x):
+        return conv(x)
+
+
+def window_starts(shape: torch.Size, width: int, stride: int, device: torch.device) -> torch.Tensor:
+    """``[H_out, W_out]``: the flat input position (``row * width + column``) of the top-left corner of
+    every output's 3x3 window (padding 1, so the first window starts at row -1, column -1)."""
+    rows = torch.arange(shape[-2], device=device) * stride - 1
+    cols = torch.arange(shape[-1], device=device) * stride - 1
+    return rows[:, None] * width + cols
+
+
+def window_offsets(indices: torch.Tensor, width: int, stride: int) -> torch.Tensor:
+    """Max-pool argmax ``indices`` (flat positions in the input plane of a 3x3 pool, padding 1) as
+    ``int16`` offsets from each output's window corner (0 to ``2 * width + 2``), 2 bytes instead of 8;
+    :func:`window_indices` inverts it. Works in place on ``indices`` (one subtraction, one narrowing)."""
+    return indices.sub_(window_starts(indices.shape, width, stride, indices.device)).to(torch.int16)
+
+
+def window_indices(offsets: torch.Tensor, width: int, stride: int) -> torch.Tensor:
+    """The flat int64 argmax indices that :func:`window_offsets` made into offsets."""
+    return offsets.to(torch.int64).add_(window_starts(offsets.shape, width, stride, offsets.device))
 
 
 class MaxPoolFunction(torch.autograd.Function):
-    """3x3 max-pool, padding 1, whose backward keeps only the argmax indices: autograd's own
-    max-pool also keeps its input, which the backward reads only for its shape. Same outputs and
-    the same gradients (same kernels), a third less memory for this layer in training."""
+    """3x3 max-pool, padding 1, whose backward keeps two bytes per output: where in its window the
+    maximum was. Autograd's own max-pool keeps its input, which the backward reads only for its shape,
+    and an int64 index per output; the backward here rebuilds the same indices and calls the same
+    kernel, so outputs and gradients are the same bits. Planes wider than 16382 columns (whose
+    offsets would not fit ``int16``) keep the int64 indices."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
         y, indices = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1])
-        ctx.save_for_backward(indices)
+        narrow = 2 * x.shape[-1] + 2 <= torch.iinfo(torch.int16).max
+        ctx.save_for_backward(window_offsets(indices, x.shape[-1], stride) if narrow else indices)
         ctx.shape, ctx.stride = x.shape, stride
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (indices,) = ctx.saved_tensors
+        (offsets,) = ctx.saved_tensors
         shape_only = grad.new_empty(()).expand(ctx.shape)  # the kernel reads the input's shape only
         s = ctx.stride
+        indices = offsets if offsets.dtype == torch.int64 else window_indices(offsets, ctx.shape[-1], s)
         return torch.ops.aten.max_pool2d_with_indices_backward(
             grad, shape_only, [3, 3], [s, s], [1, 1], [1, 1], False, indices), None
 
 
 class MaxPool(nn.MaxPool2d):
-    """``nn.MaxPool2d(3, stride, 1)`` that keeps only the argmax indices for the backward (:class:`MaxPoolFunction`)."""
+    """``nn.MaxPool2d(3, stride, 1)`` that keeps two bytes per output for the backward (:class:`MaxPoolFunction`)."""
 
     def __init__(self, stride: int) -> None:
         super().__init__(3, stride, 1)
@@ -223,17 +273,48 @@ class MaxPool(nn.MaxPool2d):
         return super().forward(x)
 
 
-def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
-    """Bytes autograd keeps for the backward of ``fn(*args)``, each storage counted once.
+class NewStorages(TorchDispatchMode):
+    """Inside, records a weak reference to (and the size of) the storage of every tensor an operation creates."""
 
-    How the memory savings of this module and of the fused neurons are measured (tests and bench/).
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: dict[int, tuple[StorageWeakRef, int]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:  # not a view
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.created or self.created[key][0].expired():  # an address may be reused
+                    self.created[key] = StorageWeakRef(storage), storage.nbytes()
+        return out
+
+    def alive(self) -> dict[int, int]:
+        """Data pointer -> bytes of the recorded storages that are still alive."""
+        return {key: n for key, (ref, n) in self.created.items() if not ref.expired()}
+
+
+def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
+    """Bytes a training forward ``fn(*args)`` leaves in memory for the backward, parameters aside, each
+    storage counted once: what autograd saves, and whatever else the forward made that is still
+    alive when it returns (what a saved-tensor hook keeps instead, or a leak), its return value excepted.
+
+    How the memory savings of this module, of the fused neurons and of ``maxformer.spike_after_norm``
+    are measured (tests and bench/). Tensors from outside ``fn`` that autograd saves under one of
+    those hooks are not seen (only the innermost saved-tensor hook runs); they are parameters.
     """
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if not isinstance(t, nn.Parameter):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*args)
-    return sum(storages.values())
+    recorder = NewStorages()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), recorder:
+        out = fn(*args)
+    returned = {t.untyped_storage().data_ptr() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)}
+    alive = {key: n for key, n in recorder.alive().items() if key not in returned}
+    return sum({**alive, **storages}.values())

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kernels import MaxPool, spike_conv
+from kernels import MaxPool, saved_as_bytes, spike_conv
 from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend
 
 
@@ -57,7 +57,10 @@ def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> 
     (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
     the same bits, and 4 bytes per element (float32) less are kept. Both modules are still called,
     so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
-    backend, other neurons) run plainly.
+    backend, other neurons) run plainly. Where a pool sits between the BN and the neuron,
+    :func:`frames` does not rebuild: the rebuild would cost the pool again and, for the moment of the
+    rebuild, the full-resolution BN output (measured: a 14% slower training step on the event model
+    for the same peak memory, 2% lower on CIFAR; bench/README.md).
     """
     y = unfold(bn(c), T)
     plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
@@ -65,10 +68,11 @@ def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> 
     backend = None if plain else pick_backend(y, neuron.backend)
     if backend not in KERNELS:
         return neuron(y)
-    membrane_shape = torch.Size((T, y[0].numel()))
+    # The hooks live as long as what they saved: they must not hold y (or the BN output would stay alive).
+    membrane_shape, dtype = torch.Size((T, y[0].numel())), y.dtype
 
     def pack(t: torch.Tensor) -> object:
-        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == y.dtype else t
+        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == dtype else t
 
     def unpack(saved: object) -> torch.Tensor:
         if saved is not RECOMPUTED_MEMBRANE:
@@ -89,11 +93,12 @@ def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | No
 
     ``spikes=True`` says ``x`` is a spiking neuron's output (exactly 0/1): the convolution then keeps
     it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers. A
-    ``then`` neuron right after the BN rebuilds its membrane in the backward (:func:`spike_after_norm`).
+    ``then`` neuron right after the BN (no pool, or an identity) rebuilds its membrane in the backward
+    (:func:`spike_after_norm`).
     """
     T = x.shape[0]
     c = spike_conv(conv, fold(x)) if spikes else conv(fold(x))
-    if then is not None and pool is None:
+    if then is not None and (pool is None or isinstance(pool, nn.Identity)):
         return spike_after_norm(then, bn, c, T)
     y = unfold(bn(c) if pool is None else pool(bn(c)), T)
     return y if then is None else then(y)
@@ -148,8 +153,10 @@ class Unit(nn.Module, HasConvBN):
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.embed_conv, self.embed_bn)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return frames(x, self.embed_conv, self.embed_bn, self.pool, self.spikes)
+    def forward(self, x: torch.Tensor, then: Neuron | None = None) -> torch.Tensor:
+        """The unit's output membrane, or the spikes of the ``then`` neuron reading it (which then
+        rebuilds its membrane in the backward, :func:`spike_after_norm`)."""
+        return frames(x, self.embed_conv, self.embed_bn, self.pool, self.spikes, then)
 
 
 # ----------------------------------------------------------------------------- patch embeddings
@@ -197,7 +204,7 @@ class EmbedOrigLater(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed2(self.lif2(self.embed1(s))) + self.embed3(s)
+        return self.embed2(self.embed1(s, then=self.lif2)) + self.embed3(s)
 
 
 class EmbedMax(nn.Module):
@@ -217,7 +224,7 @@ class EmbedMax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed1(self.lif2(self.max_embed1(s))) + self.max_embed2(s)
+        return self.embed1(self.max_embed1(s, then=self.lif2)) + self.max_embed2(s)
 
 
 class EmbedAvg(EmbedMax):
@@ -240,7 +247,7 @@ class Embed1Max(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.max_embed1(self.lif2(self.embed1(s))) + self.embed2(s)
+        return self.max_embed1(self.embed1(s, then=self.lif2)) + self.embed2(s)
 
 
 class EmbedMaxPlus(nn.Module, HasConvBN):
@@ -265,8 +272,8 @@ class EmbedMaxPlus(nn.Module, HasConvBN):
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif2(self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1)))
-        return self.max_embed3(self.lif3(self.max_embed2(s))) + self.embed1(s)
+        s = self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1), then=self.lif2)
+        return self.max_embed3(self.max_embed2(s, then=self.lif3)) + self.embed1(s)
 
 
 class EmbedOrigImageNet(nn.Module):
@@ -286,8 +293,8 @@ class EmbedOrigImageNet(nn.Module):
         self.embed4 = Unit(dim // 2, dim, 1, 2, spikes=neuron.spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif1(self.embed1(x))
-        return self.embed3(self.lif2(self.embed2(s))) + self.embed4(s)
+        s = self.embed1(x, then=self.lif1)
+        return self.embed3(self.embed2(s, then=self.lif2)) + self.embed4(s)
 
 
 class QKEmbedInit(nn.Module, HasConvBN):
@@ -313,8 +320,8 @@ class QKEmbedInit(nn.Module, HasConvBN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.proj_lif.spiking
-        s = self.proj_lif(frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool))
-        y = self.proj_lif1(frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1, spikes))
+        s = frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool, then=self.proj_lif)
+        y = frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1, spikes, then=self.proj_lif1)
         return frames(y, self.proj_conv2, self.proj_bn2, spikes=spikes) + frames(s, self.rpe_conv, self.rpe_bn,
                                                                                  spikes=spikes)
 
@@ -341,7 +348,7 @@ class QKEmbedStage(nn.Module, HasConvBN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.proj_lif.spiking
         s = self.proj_lif(x)
-        y = self.proj_lif4(frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool, spikes))
+        y = frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool, spikes, then=self.proj_lif4)
         return frames(y, self.proj4_conv, self.proj4_bn, spikes=spikes) + frames(
             s, self.proj_res_conv, self.proj_res_bn, spikes=spikes)
 
@@ -403,16 +410,23 @@ class DWC(nn.Module, HasConvBN):
 
 
 class SpikeProduct(nn.Module):
-    """A product in an attention mixer whose first operand is a spiking neuron's output, as a module
-    so analysis tools can hook it (``energy.py`` counts ``macs_per_element`` multiply-accumulates per
-    element of that operand, gated by its firing rate). No parameters, no state-dict entries."""
+    """A product in an attention mixer whose first operand is a neuron's output (and whose first
+    ``binary`` operands are spiking neurons' outputs: 0 in the ANN twin), as a module so analysis tools can hook it (``energy.py`` counts ``macs_per_element``
+    multiply-accumulates per element of the first operand, gated by its firing rate). In a float32
+    training forward the binary operands are kept as one byte per element for the backward
+    (``kernels.saved_as_bytes``; under autocast the product saves its own half-precision copies, as
+    autograd does). No parameters, no state-dict entries."""
 
-    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int) -> None:
+    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int, binary: int) -> None:
         super().__init__()
-        self.product, self.macs_per_element = product, macs_per_element
+        self.product, self.macs_per_element, self.binary = product, macs_per_element, binary
 
     def forward(self, spikes: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-        return self.product(spikes, *others)
+        operands = (spikes, *others)
+        if torch.is_grad_enabled() and not torch.is_autocast_enabled(spikes.device.type):
+            with saved_as_bytes(*operands[:self.binary]):
+                return self.product(*operands)
+        return self.product(*operands)
 
 
 def projection(dim: int, neuron: NeuronSpec) -> tuple[nn.Conv1d, nn.BatchNorm1d, Neuron]:
@@ -464,8 +478,9 @@ class SSA(SpikeAttention):
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec, dwc: bool = False) -> None:
         super().__init__(dim, num_heads, neuron, value=True)
         d = dim // num_heads  # each product costs N*d*d per head, d per element of its spiking operand
-        self.kv_product = SpikeProduct(lambda k, v: k.transpose(-2, -1) @ v, d)
-        self.qkv_product = SpikeProduct(lambda q, kv: q @ kv, d)
+        spiking = neuron.spiking  # q, k and v are spikes (ReLU outputs in the ANN twin); kv is not
+        self.kv_product = SpikeProduct(lambda k, v: k.transpose(-2, -1) @ v, d, binary=2 if spiking else 0)
+        self.qkv_product = SpikeProduct(lambda q, kv: q @ kv, d, binary=1 if spiking else 0)
         if dwc:
             self.dwc_neuron = neuron()
             self.dwc = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim)
@@ -502,8 +517,10 @@ class TokenQK(SpikeAttention):
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronSpec) -> None:
         super().__init__(dim, num_heads, neuron, value=False)
-        self.q_sum = SpikeProduct(lambda q: q.sum(dim=3, keepdim=True), 1)      # one add per q element
-        self.mask_product = SpikeProduct(lambda mask, k: mask * k, dim // num_heads)  # d per mask element
+        spiking = neuron.spiking  # q, k and the mask are spikes (ReLU outputs in the ANN twin)
+        self.q_sum = SpikeProduct(lambda q: q.sum(dim=3, keepdim=True), 1, binary=1 if spiking else 0)  # 1 add per q element
+        self.mask_product = SpikeProduct(lambda mask, k: mask * k, dim // num_heads,  # d per mask element
+                                         binary=2 if spiking else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
@@ -817,8 +834,7 @@ class BasicBlock(nn.Module, HasConvBN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.spike1.spiking
-        pool = None if isinstance(self.pool, nn.Identity) else self.pool
-        y = frames(self.spike1(x), self.conv1, self.bn1, pool, spikes, then=self.spike2)
+        y = frames(self.spike1(x), self.conv1, self.bn1, self.pool, spikes, then=self.spike2)
         y = frames(y, self.conv2, self.bn2, spikes=spikes)
         return y + (x if self.downsample is None else unfold(self.downsample(x), x.shape[0]))
 

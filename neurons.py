@@ -107,13 +107,15 @@ class Dynamics:
         return self.tau != math.inf  # (math.isinf would break torch.compile's graph)
 
 
-def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics) -> torch.Tensor:
-    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1)."""
+def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1), written into ``out`` if given
+    (outside autograd)."""
     if not d.leaky:
-        return v + x
+        return torch.add(v, x, out=out)
+    above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
     if d.decay_input:
-        return v + (x - (v - d.v_rest)) / d.tau
-    return v - (v - d.v_rest) / d.tau + x
+        return torch.add(v, (x - above_rest) / d.tau, out=out)
+    return torch.add(v - above_rest / d.tau, x, out=out)
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -242,9 +244,9 @@ def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Ten
     spikes, hs = torch.empty_like(x), torch.empty_like(x)
     v = torch.full_like(x[0], d.v_rest)
     for t in range(x.shape[0]):
-        h = charge(v, x[t], d)
+        h = charge(v, x[t], d, out=hs[t])  # H[t] charged straight into its place
         fired = h >= d.v_threshold
-        spikes[t], hs[t] = fired, h
+        spikes[t] = fired
         v = h - spikes[t] * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
     return spikes, hs
 

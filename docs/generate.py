@@ -81,8 +81,11 @@ CODE_MAP = [
     ("model zoo by name", "maxformer.create_model", ""),
     ("the authors' checkpoints", "maxformer.load_official", ""),
     ("a checkpoint's model, built from its recorded config", "maxformer.load_model", ""),
-    ("spike inputs saved as bytes for the backward (memory)", "kernels.spike_conv", ""),
-    ("max-pool that keeps only its argmax (memory)", "kernels.MaxPool", ""),
+    ("spikes saved as bytes for the backward (memory)", "kernels.saved_as_bytes", ""),
+    ("a convolution of spikes through it", "kernels.spike_conv", ""),
+    ("a membrane rebuilt after BN instead of kept (memory)", "maxformer.spike_after_norm", ""),
+    ("max-pool that keeps a byte per output (memory)", "kernels.MaxPool", ""),
+    ("what a training forward leaves in memory", "kernels.saved_bytes", ""),
     ("Triton LIF kernels (CUDA)", "kernels.triton_kernels", "MultiStepLIFNode(backend='cupy')"),
 ]
 

@@ -31,6 +31,8 @@ def test_swap_in_spikingjelly_replaces_every_neuron_and_keeps_the_function():
     thresholds = [m.dynamics.v_threshold for m in ours.modules() if isinstance(m, neurons.Neuron)]
     nodes = [m for m in theirs.modules() if isinstance(m, spikingjelly.LIFNode)]
     assert not any(isinstance(m, (neurons.Neuron, kernels.MaxPool)) for m in theirs.modules())
+    products = [m.binary for m in theirs.modules() if isinstance(m, maxformer.SpikeProduct)]
+    assert products == [0, 0]  # no spikes kept as bytes in the authors' set-up
     assert [n.v_threshold for n in nodes] == thresholds and 0.5 in thresholds
     assert all(n.step_mode == "m" and n.detach_reset and n.tau == 2.0 for n in nodes)
     x = torch.rand(2, 4, 2, 24, 24) * 3

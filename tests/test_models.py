@@ -1,15 +1,19 @@
 """The model zoo equals the authors' models: parameter counts, state-dict layouts, checkpoint loading,
 shapes and gradients of every variant, and input validation (docs/reference/models.md, Tables 1, 4, 5, 7)."""
 import argparse
+import contextlib
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 
 import kernels
 import maxformer
+import neurons
 from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_model, load_official,
                        model_config, parse_spec, read_checkpoint)
 
@@ -333,8 +337,9 @@ def test_neuron_backend_override_reaches_every_neuron():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
-    """``kernels.MaxPool`` keeps only the argmax indices for the backward; outputs and gradients are the same
-    bits as ``nn.MaxPool2d`` (ties included: rounded inputs), on odd and even sizes."""
+    """``kernels.MaxPool`` keeps two bytes per output (where in its window the maximum was) for the backward;
+    outputs and gradients are the same bits as ``nn.MaxPool2d`` (ties included: rounded inputs), on odd
+    and even sizes."""
     torch.manual_seed(0)
     for shape in ((4, 8, 16, 16), (2, 3, 15, 17)):
         x = torch.randn(shape).round().requires_grad_()
@@ -342,7 +347,8 @@ def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
         g = torch.randn_like(ref)
         assert torch.equal(ours, ref)
         assert torch.equal(*(torch.autograd.grad(y, x, g)[0] for y in (ours, ref)))
-        assert kernels.saved_bytes(kernels.MaxPool(stride), x) == ours.numel() * 8  # an int64 index per output
+        assert kernels.saved_bytes(kernels.MaxPool(stride), x) == ours.numel() * 2  # an int16 offset per output
+        assert kernels.saved_bytes(torch.nn.MaxPool2d(3, stride, 1), x) == x.numel() * 4 + ours.numel() * 8
 
 
 @pytest.mark.parametrize("conv, shape", [
@@ -361,18 +367,24 @@ def test_spike_conv_keeps_spikes_as_bytes_with_the_same_bits(conv, shape):
         results.append([y, *torch.autograd.grad(y, [x, *conv.parameters()], torch.ones_like(y) + y.detach())])
     for ours, ref in zip(*results[::-1]):
         assert torch.equal(ours, ref)
-    weights = sum(p.numel() * 4 for p in conv.parameters() if p.dim() > 1)
-    assert kernels.saved_bytes(conv, x) == x.numel() * 4 + weights
-    assert kernels.saved_bytes(lambda z: kernels.spike_conv(conv, z), x) == x.numel() + weights
+    assert kernels.saved_bytes(conv, x) == x.numel() * 4  # parameters are not counted
+    assert kernels.saved_bytes(lambda z: kernels.spike_conv(conv, z), x) == x.numel()
 
 
-@pytest.mark.parametrize("name", ["max_former_tiny", "ms_qkformer_cifar10", "max_resnet18_cifar10", "max_former_10_384"])
-def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, monkeypatch):
-    """The whole model with spike inputs kept as bytes and membranes rebuilt after BN gives the
-    logits, gradients and BN statistics of the plain layers bit for bit, and autograd keeps less."""
-    overrides = dict(dims=(16, 32, 64), num_heads=2, T=2) if "former" in name and name != "max_former_tiny" else {}
-    if "resnet" in name:
-        overrides = dict(widths=(16, 32, 64), T=2)
+SMALL_T2 = dict(dims=(16, 32, 64), num_heads=2, T=2)
+EVENT_SMALL = dict(dims=(32, 64), num_heads=2, T=2, img_size=32)
+ATTENTION = dict(mixers=("dwc3", "qk", "ssa"))  # max_former_tiny with both attention mixers
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("max_former_tiny", {}), ("max_former_tiny", ATTENTION), ("max_former_tiny", dict(ATTENTION, neuron="relu")),
+    ("ms_qkformer_cifar10", SMALL_T2), ("max_resnet18_cifar10", dict(widths=(16, 32, 64), T=2)),
+    ("max_former_10_384", SMALL_T2), ("max_former_dvsgesture", EVENT_SMALL),
+])
+def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, overrides, monkeypatch):
+    """The whole model with spikes kept as bytes (convolutions and attention products) and membranes
+    rebuilt after BN gives the logits, gradients and BN statistics of the plain layers bit
+    for bit, and autograd keeps less; the ANN twin (ReLU, nothing binary) is left alone."""
     torch.manual_seed(0)
     model = create_model(name, **overrides)
     size = 2 * model.stride
@@ -386,14 +398,50 @@ def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, monkeypatch):
 
     lean, lean_bytes = run(), kernels.saved_bytes(model, x)
     monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: conv(z))
-    conv_only, conv_only_bytes = run(), kernels.saved_bytes(model, x)
+    monkeypatch.setattr(maxformer, "saved_as_bytes", lambda *tensors: contextlib.nullcontext())
+    floats, floats_bytes = run(), kernels.saved_bytes(model, x)
     monkeypatch.setattr(maxformer, "spike_after_norm", lambda neuron, bn, c, T: neuron(maxformer.unfold(bn(c), T)))
     plain, plain_bytes = run(), kernels.saved_bytes(model, x)
     assert all(torch.equal(a, b) for a, b in zip(lean, plain))
-    assert all(torch.equal(a, b) for a, b in zip(conv_only, plain))
-    assert lean_bytes < conv_only_bytes < 0.97 * plain_bytes and lean_bytes < 0.9 * plain_bytes
+    assert all(torch.equal(a, b) for a, b in zip(floats, plain))
+    if overrides.get("neuron") == "relu":
+        assert lean_bytes == floats_bytes == plain_bytes
+    else:
+        assert lean_bytes < floats_bytes < 0.97 * plain_bytes and lean_bytes < 0.9 * plain_bytes
 
 
+@pytest.mark.parametrize("name, overrides", [
+    ("max_former_tiny", {}), ("max_former_tiny", ATTENTION), ("ms_qkformer_cifar10", SMALL_T2),
+    ("max_resnet18_cifar10", dict(widths=(16, 32, 64), T=2)), ("max_former_dvsgesture", EVENT_SMALL),
+])
+def test_a_training_forward_frees_every_spike_and_norm_output(name, overrides):
+    """Once a training forward has returned, a neuron's spikes or a BN output is still in memory only
+    if autograd saved it as it is (the classifier's input, a Max-ResNet shortcut convolution's
+    input): every other reader keeps spikes as bytes, and a membrane rebuilt after a BN needs only the
+    BN input. A saved-tensor hook that held on to the float tensor (as one once did, through its
+    closure) fails this."""
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).train()
+    x = torch.rand(2, 2, 2, 32, 32) if model.is_event else torch.rand(2, 3, 2 * model.stride, 2 * model.stride)
+    outputs: dict[str, tuple[StorageWeakRef, int]] = {}
+    saved_as_is: set[int] = set()
+
+    def remember(name: str) -> Callable:
+        def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+            outputs[name] = StorageWeakRef(out.untyped_storage()), out.untyped_storage().data_ptr()
+        return hook
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved_as_is.add(t.untyped_storage().data_ptr())
+        return t
+
+    for module_name, module in model.named_modules():
+        if isinstance(module, (neurons.Neuron, torch.nn.modules.batchnorm._BatchNorm)):
+            module.register_forward_hook(remember(module_name))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = model(x)
+    assert len(outputs) > 10 and y.grad_fn is not None
+    assert [n for n, (ref, address) in outputs.items() if not ref.expired() and address not in saved_as_is] == []
 def test_ann_twin_keeps_real_valued_inputs_in_float():
     """ReLU outputs are not binary: the twin's convolutions must not go through bytes."""
     ann = create_model("max_former_tiny_ann")
