@@ -284,11 +284,13 @@ class NewStorages(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:  # not a view
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key not in self.created or self.created[key][0].expired():  # an address may be reused
-                    self.created[key] = StorageWeakRef(storage), storage.nbytes()
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            fresh = key not in self.created or self.created[key][0].expired()  # an address may be reused
+            if key not in inputs and fresh:  # a view of an input is not a new storage
+                self.created[key] = StorageWeakRef(storage), storage.nbytes()
         return out
 
     def alive(self) -> dict[int, int]:

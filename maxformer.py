@@ -59,8 +59,8 @@ def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> 
     so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
     backend, other neurons) run plainly. Where a pool sits between the BN and the neuron,
     :func:`frames` does not rebuild: the rebuild would cost the pool again and, for the moment of the
-    rebuild, the full-resolution BN output (measured: a 14% slower training step on the event model
-    for the same peak memory, 2% lower on CIFAR; bench/README.md).
+    rebuild, the full-resolution BN output (tried: slower, and no lower peak on the event model;
+    bench/README.md).
     """
     y = unfold(bn(c), T)
     plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training

@@ -442,6 +442,8 @@ def test_a_training_forward_frees_every_spike_and_norm_output(name, overrides):
         y = model(x)
     assert len(outputs) > 10 and y.grad_fn is not None
     assert [n for n, (ref, address) in outputs.items() if not ref.expired() and address not in saved_as_is] == []
+
+
 def test_ann_twin_keeps_real_valued_inputs_in_float():
     """ReLU outputs are not binary: the twin's convolutions must not go through bytes."""
     ann = create_model("max_former_tiny_ann")
