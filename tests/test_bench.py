@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _common  # noqa: E402
 import bench_models  # noqa: E402
+import bench_revisions  # noqa: E402
 import bench_scaling  # noqa: E402
 import kernels  # noqa: E402
 import maxformer  # noqa: E402
@@ -90,8 +91,17 @@ def test_bench_scaling_sweep_and_fit():
     assert "time  =" in bench_scaling.report("T", res, memory=False)
 
 
-@pytest.mark.parametrize("script", [bench_models, bench_scaling])
-def test_help(script, capsys):
+def test_bench_revisions_alternates_fresh_processes_that_compute_the_same():
+    """Compared with itself, the code gives the same loss in every process, and each process times its steps."""
+    results = bench_revisions.compare(bench_revisions.ROOT, "again", TINY, batch=2, rounds=2, steps=1)
+    runs = results["this tree"] + results["again"]
+    assert len(runs) == 4 and len({r["loss"] for r in runs}) == 1
+    assert all(len(r["seconds"]) == 1 and r["seconds"][0] > 0 for r in runs)
+
+
+@pytest.mark.parametrize("script, flag", [(bench_models, "--repeats"), (bench_scaling, "--repeats"),
+                                          (bench_revisions, "--against")])
+def test_help(script, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main(["--help"])
-    assert exit_.value.code == 0 and "--repeats" in capsys.readouterr().out
+    assert exit_.value.code == 0 and flag in capsys.readouterr().out
