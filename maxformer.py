@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kernels import MaxPool, saved_as_bytes, spike_conv
-from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend
+from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend, rebuild_membrane
 
 
 # ----------------------------------------------------------------------------- time folding
@@ -80,7 +80,7 @@ def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> 
         with torch.no_grad():
             mean, var = (None if b is None else torch.zeros_like(b) for b in (bn.running_mean, bn.running_var))
             y_again = nn.functional.batch_norm(c, mean, var, bn.weight, bn.bias, True, 0.0, bn.eps)
-            return KERNELS[backend]()[0](y_again.reshape(T, -1), neuron.dynamics)[1]
+            return rebuild_membrane(y_again.reshape(T, -1), neuron.dynamics, backend)  # over y_again
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         return neuron(y)

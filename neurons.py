@@ -42,25 +42,32 @@ from torch import nn
 import kernels
 
 
-def sigmoid_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+def sigmoid_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float, out: torch.Tensor | None = None,
+                      scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Chain rule through the sigmoid surrogate: ``grad * alpha * s * (1 - s)``, ``s = sigmoid(alpha x)``.
 
-    The paper's choice (alpha = 4, docs/reference/models.md "LIF"); ``x = H - v_threshold``.
+    The paper's choice (alpha = 4, docs/reference/models.md "LIF"); ``x = H - v_threshold``. Computed
+    in place into ``out`` with ``s`` in ``scratch`` (both made when not given), in the same order of
+    operations, so the bits do not depend on whether buffers are passed (``1 - s`` is ``-s + 1`` exactly).
     """
-    s = torch.sigmoid(alpha * x)
-    return grad * alpha * s * (1 - s)
+    s = torch.mul(x, alpha, out=scratch).sigmoid_()
+    out = torch.mul(grad, alpha, out=out).mul_(s)
+    return out.mul_(s.neg_().add_(1))
 
 
-def atan_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+def atan_surrogate(grad: torch.Tensor, x: torch.Tensor, alpha: float, out: torch.Tensor | None = None,
+                   scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Chain rule through the arctan surrogate: ``grad * (alpha/2) / (1 + (pi/2 * alpha * x)^2)``.
 
-    spikingjelly's ``ATan`` convention (alpha = 2 by default); ``x = H - v_threshold``.
+    spikingjelly's ``ATan`` convention (alpha = 2 by default); ``x = H - v_threshold``. Buffers as in
+    :func:`sigmoid_surrogate`.
     """
-    return grad * (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+    denominator = torch.mul(x, math.pi / 2 * alpha, out=scratch).pow_(2).add_(1)
+    return torch.mul(grad, alpha / 2, out=out).div_(denominator)
 
 
-# name -> (chain rule through the surrogate, its default alpha)
-SURROGATES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor], float]] = {
+# name -> (chain rule through the surrogate: grad, x, alpha[, out, scratch], its default alpha)
+SURROGATES: dict[str, tuple[Callable[..., torch.Tensor], float]] = {
     "sigmoid": (sigmoid_surrogate, 4.0),
     "atan": (atan_surrogate, 2.0),
 }
@@ -108,14 +115,23 @@ class Dynamics:
 
 
 def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1), written into ``out`` if given
-    (outside autograd)."""
+    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1).
+
+    Without ``out``, plain operations (autograd records them). With ``out`` (outside autograd), every
+    operation works in place in ``out``: no temporaries, and the same bits, because the operations and
+    their order are the same (float addition commutes exactly, so ``tmp + v`` is ``v + tmp``).
+    """
     if not d.leaky:
         return torch.add(v, x, out=out)
-    above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
+    if out is None:
+        above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
+        if d.decay_input:
+            return v + (x - above_rest) / d.tau
+        return v - above_rest / d.tau + x
+    above_rest = v if d.v_rest == 0 else torch.sub(v, d.v_rest, out=out)
     if d.decay_input:
-        return torch.add(v, (x - above_rest) / d.tau, out=out)
-    return torch.add(v - above_rest / d.tau, x, out=out)
+        return torch.sub(x, above_rest, out=out).div_(d.tau).add_(v)
+    return torch.sub(v, torch.div(above_rest, d.tau, out=out), out=out).add_(x)
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -238,17 +254,46 @@ class NeuronSpec:
 # ----------------------------------------------------------------------------- the fused algorithm
 # The same spikes and gradients as reference_sequence, with one autograd node for all T steps.
 
-def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
-    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
-    (written step by step into their final tensors, so no per-step copies stay alive)."""
-    spikes, hs = torch.empty_like(x), torch.empty_like(x)
+def integer_view(t: torch.Tensor) -> torch.Tensor:
+    """The bits of float tensor ``t`` as a signed integer tensor of the same element size (a view)."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor, spikes: torch.Tensor | None) -> torch.Tensor:
+    """All T steps of input ``x`` ``[T, N]`` without a graph, writing ``H[t]`` into ``hs[t]`` and ``S[t]``
+    into ``spikes[t]``; returns ``hs``.
+
+    ``hs`` may be ``x`` itself (each step reads ``X[t]`` before writing ``H[t]`` over it), and
+    ``spikes=None`` keeps no spikes: that is how a membrane is rebuilt (:func:`rebuild_membrane`).
+    Buffers are made once, so the loop allocates nothing. The hard reset to 0, ``where(fired, 0, H)``,
+    is a bitwise AND of ``H`` with a mask that is all ones where the neuron did not fire: the same
+    bits as ``torch.where``, without its per-element branch (several times slower on CPU at typical
+    firing rates).
+    """
     v = torch.full_like(x[0], d.v_rest)
+    fired = torch.empty_like(integer_view(v))  # 1 where H[t] >= threshold, then 0 there and -1 elsewhere
+    scratch = torch.empty_like(v) if spikes is None else None
     for t in range(x.shape[0]):
         h = charge(v, x[t], d, out=hs[t])  # H[t] charged straight into its place
-        fired = h >= d.v_threshold
-        spikes[t] = fired
-        v = h - spikes[t] * d.v_threshold if d.v_reset is None else torch.where(fired, d.v_reset, h)
-    return spikes, hs
+        torch.ge(h, d.v_threshold, out=fired)
+        s = scratch if spikes is None else spikes[t]
+        if d.v_reset is None:
+            torch.sub(h, torch.mul(s.copy_(fired), d.v_threshold, out=v), out=v)
+            continue
+        if spikes is not None:
+            s.copy_(fired)
+        if d.v_reset == 0:
+            torch.bitwise_and(integer_view(h), fired.sub_(1), out=integer_view(v))
+        else:
+            v = torch.where(fired.bool(), d.v_reset, h)
+    return hs
+
+
+def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
+    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
+    (written step by step into their final tensors, :func:`fused_steps`)."""
+    spikes = torch.empty_like(x)
+    return spikes, fused_steps(x, d, torch.empty_like(x), spikes)
 
 
 def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
@@ -258,26 +303,33 @@ def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> t
     ``dL/dS`` gains the reset's share unless it is detached, ``dL/dH = surrogate(dL/dS) + gv * dV/dH``,
     ``dL/dX = dL/dH / tau`` (input decay) and ``dL/dV[t-1] = dL/dH - dL/dH / tau``. The operations
     mirror what autograd does on ``reference_sequence`` (same operations, same order), so spikes and
-    gradients are the same to the last bit.
+    gradients are the same to the last bit. Per-step results live in buffers made once.
     """
     surrogate = SURROGATES[d.surrogate][0]
-    grad_x, gv = torch.empty_like(h), None
+    grad_x = torch.empty_like(h)
+    x, gh, gv, scratch = (torch.empty_like(h[0]) for _ in range(4))
+    below = torch.empty_like(h[0], dtype=torch.bool)
     for t in reversed(range(h.shape[0])):
         h_t, gs = h[t], grad_spikes[t]
-        x = h_t - d.v_threshold
-        if gv is None:  # nothing flows back from the last step's reset
-            gh = surrogate(gs, x, d.alpha)
-        elif d.v_reset is None:
-            if not d.detach_reset:
-                gs = gs - gv * d.v_threshold
-            gh = surrogate(gs, x, d.alpha) + gv
-        else:
-            if not d.detach_reset:
-                gs = gs + gv * d.v_reset - gv * h_t  # summed in the order autograd sums
-            gh = surrogate(gs, x, d.alpha) + gv * (1 - (x >= 0).to(h.dtype))
-        leak = gh / d.tau if d.leaky else None
-        grad_x[t] = leak if d.decay_input else gh
-        gv = gh if leak is None else gh - leak
+        torch.sub(h_t, d.v_threshold, out=x)
+        last = t == h.shape[0] - 1  # nothing flows back from the last step's reset
+        if not (last or d.detach_reset):
+            gs = gs - gv * d.v_threshold if d.v_reset is None else gs + gv * d.v_reset - gv * h_t  # autograd's order
+        surrogate(gs, x, d.alpha, out=gh, scratch=scratch)
+        if not last:  # + gv * dV/dH: 1 for a soft reset, 1 - S[t] for a hard one
+            if d.v_reset is None:
+                gh.add_(gv)
+            else:
+                scratch.copy_(torch.logical_not(torch.ge(x, 0, out=below), out=below))
+                gh.add_(scratch.mul_(gv))
+        if not d.leaky:
+            grad_x[t] = gh
+            gv, gh = gh, gv
+            continue
+        leak = torch.div(gh, d.tau, out=grad_x[t] if d.decay_input else scratch)
+        if not d.decay_input:
+            grad_x[t] = gh
+        torch.sub(gh, leak, out=gv)
     return grad_x
 
 
@@ -287,6 +339,15 @@ KERNELS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
     "compiled": lambda: (kernels.compiled(fused_forward), kernels.compiled(fused_backward)),
     "triton": kernels.triton_kernels,
 }
+
+
+def rebuild_membrane(x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
+    """``H`` of input ``x`` ``[T, N]`` (``fused_forward(x, d)[1]``, same bits) through ``backend``'s
+    forward, spikes not kept. With the eager ``fused`` backend ``H`` is written over ``x``, so the
+    caller must not need ``x`` again (``maxformer.spike_after_norm`` gives up a BN output it recomputed)."""
+    if backend == "fused":
+        return fused_steps(x, d, x, None)
+    return KERNELS[backend]()[0](x, d)[1]
 
 
 class FusedSequence(torch.autograd.Function):

@@ -337,15 +337,21 @@ def test_neuron_backend_override_reaches_every_neuron():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
-    """``kernels.MaxPool`` keeps two bytes per output (where in its window the maximum was) for the backward;
-    outputs and gradients are the same bits as ``nn.MaxPool2d`` (ties included: rounded inputs), on odd
-    and even sizes."""
+    """``kernels.MaxPool`` keeps two bytes per output (where in its window the maximum was) for the backward
+    and runs channels_last on CPU (``kernels.pool_layout``); outputs (contiguous, with and without
+    autograd) and gradients are the same bits as ``nn.MaxPool2d`` in NCHW: ties (rounded inputs), NaN
+    and infinities included, on odd and even sizes and channel counts that do not fill a vector."""
     torch.manual_seed(0)
-    for shape in ((4, 8, 16, 16), (2, 3, 15, 17)):
-        x = torch.randn(shape).round().requires_grad_()
+    for shape in ((4, 8, 16, 16), (2, 3, 15, 17), (2, 37, 9, 10)):
+        x = torch.randn(shape).round()
+        x.view(-1)[::97], x.view(-1)[5::89], x.view(-1)[7::101] = float("nan"), float("-inf"), float("inf")
+        x.requires_grad_()
         ours, ref = kernels.MaxPool(stride)(x), torch.nn.MaxPool2d(3, stride, 1)(x)
         g = torch.randn_like(ref)
-        assert torch.equal(ours, ref)
+        assert ours.is_contiguous() and torch.equal(ours.isnan(), ref.isnan())
+        assert torch.equal(ours.nan_to_num(), ref.nan_to_num())
+        with torch.no_grad():
+            assert torch.equal(kernels.MaxPool(stride)(x).nan_to_num(), ref.nan_to_num())
         assert torch.equal(*(torch.autograd.grad(y, x, g)[0] for y in (ours, ref)))
         assert kernels.saved_bytes(kernels.MaxPool(stride), x) == ours.numel() * 2  # an int16 offset per output
         assert kernels.saved_bytes(torch.nn.MaxPool2d(3, stride, 1), x) == x.numel() * 4 + ours.numel() * 8
