@@ -236,15 +236,54 @@ def window_indices(offsets: torch.Tensor, width: int, stride: int) -> torch.Tens
     return offsets.to(torch.int64).add_(window_starts(offsets.shape, width, stride, offsets.device))
 
 
-def pool_layout(x: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[N, C, H, W]`` in the layout the 3x3 max-pool runs fastest in: channels_last on CPU.
+def sample_chunk(x: torch.Tensor) -> int:
+    """How many samples of ``x`` make about 4 MiB: the CPU max-pool works on that many at a time, so that
+    its temporary tensors are small (reused by the allocator, not fresh pages) wherever the batch is big."""
+    return max(1, 2 ** 22 // max(1, x[0].numel() * x.element_size()))
 
-    PyTorch's channels_last CPU kernel vectorises over channels; with the layout conversions it was
-    2-5x faster than the NCHW one on this project's CPU (bench/README.md, "Max-pool"). The maximum is
-    exact and both kernels scan each window in the same order, keeping the first maximum (or NaN), so
-    values and indices are the same (tests/test_models.py). Callers make the output contiguous again.
+
+def max_pool(x: torch.Tensor, stride: int, keep_argmax: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """3x3 max-pool (padding 1) of ``x`` ``[N, C, H, W]``: the contiguous output and, if ``keep_argmax``,
+    where each maximum was (:func:`window_offsets`, or int64 indices for planes too wide for int16).
+
+    On CPU the pool runs in channels_last, :func:`sample_chunk` samples at a time: PyTorch's
+    channels_last CPU kernel vectorises over channels and was about twice as fast as the NCHW one
+    here, layout copies included (bench/README.md, "Max-pool"). The maximum is exact and both kernels
+    scan each window in the same order, keeping the first maximum (or NaN), so values and indices are
+    NCHW's (tests/test_models.py).
     """
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+    width, narrow = x.shape[-1], 2 * x.shape[-1] + 2 <= torch.iinfo(torch.int16).max
+    if x.device.type != "cpu":
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1])
+        return y, (window_offsets(indices, width, stride) if narrow else indices) if keep_argmax else None
+    y = x.new_empty((*x.shape[:2], *((n - 1) // stride + 1 for n in x.shape[-2:])))  # (n + 2 - 3) // s + 1
+    where = torch.empty(y.shape, dtype=torch.int16 if narrow else torch.int64) if keep_argmax else None
+    step = sample_chunk(x)
+    for i in range(0, x.shape[0], step):
+        part = x[i:i + step].contiguous(memory_format=torch.channels_last)
+        if where is None:
+            y[i:i + step] = nn.functional.max_pool2d(part, 3, stride, 1)
+            continue
+        y[i:i + step], indices = torch.ops.aten.max_pool2d_with_indices(part, [3, 3], [stride, stride], [1, 1])
+        where[i:i + step] = window_offsets(indices, width, stride) if narrow else indices
+    return y, where
+
+
+def max_pool_backward(grad: torch.Tensor, where: torch.Tensor, shape: torch.Size, stride: int) -> torch.Tensor:
+    """The input gradient of :func:`max_pool` from what it kept (``where``) and the input's ``shape``:
+    PyTorch's own backward kernel on the same int64 indices, so the same bits. On CPU the indices are
+    rebuilt :func:`sample_chunk` samples at a time and the kernel writes each part straight into the
+    result, so no full-size int64 index tensor is made."""
+    step = sample_chunk(grad.new_empty(()).expand(shape)) if grad.device.type == "cpu" else shape[0]
+    grad_x = grad.new_empty(shape)
+    for i in range(0, shape[0], step):
+        part = where[i:i + step]
+        indices = part if part.dtype == torch.int64 else window_indices(part, shape[-1], stride)
+        shape_only = grad.new_empty(()).expand(part.shape[0], *shape[1:])  # the kernel reads the input's shape only
+        torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+            grad[i:i + step], shape_only, [3, 3], [stride, stride], [1, 1], [1, 1], False, indices,
+            grad_input=grad_x[i:i + step])
+    return grad_x
 
 
 class MaxPoolFunction(torch.autograd.Function):
@@ -256,21 +295,15 @@ class MaxPoolFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
-        y, indices = torch.ops.aten.max_pool2d_with_indices(pool_layout(x), [3, 3], [stride, stride], [1, 1])
-        narrow = 2 * x.shape[-1] + 2 <= torch.iinfo(torch.int16).max
-        ctx.save_for_backward(window_offsets(indices, x.shape[-1], stride).contiguous() if narrow
-                              else indices.contiguous())
+        y, where = max_pool(x, stride, keep_argmax=True)
+        ctx.save_for_backward(where)
         ctx.shape, ctx.stride = x.shape, stride
-        return y.contiguous()
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (offsets,) = ctx.saved_tensors
-        shape_only = grad.new_empty(()).expand(ctx.shape)  # the kernel reads the input's shape only
-        s = ctx.stride
-        indices = offsets if offsets.dtype == torch.int64 else window_indices(offsets, ctx.shape[-1], s)
-        return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, shape_only, [3, 3], [s, s], [1, 1], [1, 1], False, indices), None
+        (where,) = ctx.saved_tensors
+        return max_pool_backward(grad.contiguous(), where, ctx.shape, ctx.stride), None
 
 
 class MaxPool(nn.MaxPool2d):
@@ -282,7 +315,7 @@ class MaxPool(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return MaxPoolFunction.apply(x, self.stride)
-        return super().forward(pool_layout(x)).contiguous()
+        return max_pool(x, self.stride, keep_argmax=False)[0]
 
 
 class NewStorages(TorchDispatchMode):

@@ -115,23 +115,21 @@ class Dynamics:
 
 
 def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1).
+    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1), written into ``out`` if given
+    (outside autograd; ``out`` may be ``x`` itself).
 
-    Without ``out``, plain operations (autograd records them). With ``out`` (outside autograd), every
-    operation works in place in ``out``: no temporaries, and the same bits, because the operations and
-    their order are the same (float addition commutes exactly, so ``tmp + v`` is ``v + tmp``).
+    With the paper's dynamics (input decay, rest 0) and ``out``, the step works in place in ``out``
+    with no temporaries: the same operations in the same order, so the same bits (float addition
+    commutes exactly, so ``tmp + v`` is ``v + tmp``), and ``x`` is read before ``out`` is written.
     """
     if not d.leaky:
         return torch.add(v, x, out=out)
+    above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
+    if not d.decay_input:
+        return torch.add(v - above_rest / d.tau, x, out=out)
     if out is None:
-        above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
-        if d.decay_input:
-            return v + (x - above_rest) / d.tau
-        return v - above_rest / d.tau + x
-    above_rest = v if d.v_rest == 0 else torch.sub(v, d.v_rest, out=out)
-    if d.decay_input:
-        return torch.sub(x, above_rest, out=out).div_(d.tau).add_(v)
-    return torch.sub(v, torch.div(above_rest, d.tau, out=out), out=out).add_(x)
+        return v + (x - above_rest) / d.tau
+    return torch.sub(x, above_rest, out=out).div_(d.tau).add_(v)
 
 
 class SpikeFunction(torch.autograd.Function):

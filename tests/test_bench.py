@@ -9,6 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _common  # noqa: E402
+import bench_maxpool  # noqa: E402
 import bench_models  # noqa: E402
 import bench_revisions  # noqa: E402
 import bench_scaling  # noqa: E402
@@ -99,8 +100,18 @@ def test_bench_revisions_alternates_fresh_processes_that_compute_the_same():
     assert all(len(r["seconds"]) == 1 and r["seconds"][0] > 0 for r in runs)
 
 
+def test_bench_maxpool_finds_every_pool_and_times_both():
+    """max_former_tiny pools in its two embeddings (stride 2); each shape is checked equal, then timed."""
+    shapes = bench_maxpool.pool_shapes(TINY, 2)
+    assert len(shapes) == sum(isinstance(m, kernels.MaxPool) for m in maxformer.create_model(TINY).modules()) > 0
+    assert all(len(shape) == 4 and shape[0] == 2 * maxformer.create_model(TINY).cfg.T and stride == 2
+               for shape, stride in shapes)
+    ms = bench_maxpool.measure(shapes[0][0], 2, repeats=1)
+    assert set(ms) == {"ours forward", "NCHW forward", "ours fwd+bwd", "NCHW fwd+bwd"} and min(ms.values()) > 0
+
+
 @pytest.mark.parametrize("script, flag", [(bench_models, "--repeats"), (bench_scaling, "--repeats"),
-                                          (bench_revisions, "--against")])
+                                          (bench_revisions, "--against"), (bench_maxpool, "--models")])
 def test_help(script, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main(["--help"])

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from kernels import saved_bytes
-from neurons import IF, LIF, NEURON_KINDS, Dynamics, Neuron, NeuronSpec, ReLUNeuron, neuron_sequence, pick_backend
+from neurons import (IF, LIF, NEURON_KINDS, Dynamics, Neuron, NeuronSpec, ReLUNeuron, fused_forward, neuron_sequence,
+                     pick_backend, rebuild_membrane)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,6 +150,32 @@ def test_fused_equals_reference_bitwise(tau, v_threshold, v_reset, decay_input, 
     s, g = spikes_and_grad(lambda z: neuron_sequence(z, d, "fused"), x)
     assert torch.equal(s, s_ref)
     assert torch.equal(g, g_ref)
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
+@pytest.mark.parametrize("v_reset", RESETS)
+def test_fused_equals_reference_bitwise_in_other_dtypes(dtype, v_reset):
+    """The hard reset's bitwise AND reads the bits as a same-sized integer (int64, int16): spikes and
+    gradients still equal autograd's in float64 and float16."""
+    d = Dynamics(v_reset=v_reset)
+    x = drive((8, 3, 5, 4)).to(dtype)
+    s_ref, g_ref = spikes_and_grad(lambda z: neuron_sequence(z, d, "torch"), x)
+    s, g = spikes_and_grad(lambda z: neuron_sequence(z, d, "fused"), x)
+    assert s.dtype == dtype and s.sum() > 0 and (s == 0).sum() > 0
+    assert torch.equal(s, s_ref) and torch.equal(g, g_ref)
+
+
+@pytest.mark.parametrize("tau,v_threshold,v_reset,decay_input,detach_reset,surrogate", ALL_CASES)
+def test_rebuilt_membrane_is_the_forwards(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate):
+    """``rebuild_membrane`` gives ``fused_forward``'s H bit for bit; with ``fused`` it writes H over its
+    input (no second [T, N] tensor)."""
+    d = Dynamics(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate)
+    x = drive((6, 40))
+    spikes, h = fused_forward(x, d)
+    assert spikes.sum() > 0 and (spikes == 0).sum() > 0
+    y = x.clone()
+    rebuilt = rebuild_membrane(y, d, "fused")
+    assert torch.equal(rebuilt, h) and rebuilt.data_ptr() == y.data_ptr()
 
 
 @pytest.mark.parametrize("v_reset,detach_reset,ratio", [(0.0, True, 2), (0.0, False, 3), (None, False, 1)])
