@@ -257,9 +257,24 @@ def integer_view(t: torch.Tensor) -> torch.Tensor:
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
-def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor, spikes: torch.Tensor | None) -> torch.Tensor:
+def step_outputs(x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """Where a loop over the T steps of ``x`` ``[T, N]`` writes its per-step results: one ``[T, N]`` tensor,
+    row ``t`` for step ``t``. Under ``torch.compile`` every write into a row would become a copy of the
+    whole tensor, so there it is T separate tensors, stacked once at the end (:func:`stacked`)."""
+    if torch.compiler.is_compiling():
+        return [torch.empty_like(x[0]) for _ in range(x.shape[0])]
+    return torch.empty_like(x)
+
+
+def stacked(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """The ``[T, N]`` tensor of what a loop wrote into :func:`step_outputs`."""
+    return torch.stack(outputs) if isinstance(outputs, list) else outputs
+
+
+def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor | list[torch.Tensor],
+                spikes: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor | list[torch.Tensor]:
     """All T steps of input ``x`` ``[T, N]`` without a graph, writing ``H[t]`` into ``hs[t]`` and ``S[t]``
-    into ``spikes[t]``; returns ``hs``.
+    into ``spikes[t]`` (:func:`step_outputs`); returns ``hs``.
 
     ``hs`` may be ``x`` itself (each step reads ``X[t]`` before writing ``H[t]`` over it), and
     ``spikes=None`` keeps no spikes: that is how a membrane is rebuilt (:func:`rebuild_membrane`).
@@ -269,29 +284,28 @@ def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor, spikes: torch.Te
     firing rates).
     """
     v = torch.full_like(x[0], d.v_rest)
-    fired = torch.empty_like(integer_view(v))  # 1 where H[t] >= threshold, then 0 there and -1 elsewhere
-    scratch = torch.empty_like(v) if spikes is None else None
+    fired = torch.empty_like(integer_view(v))  # 1 where H[t] >= threshold, then 0 there and -1 (all ones) elsewhere
+    scratch = torch.empty_like(v) if spikes is None and d.v_reset is None else None
     for t in range(x.shape[0]):
         h = charge(v, x[t], d, out=hs[t])  # H[t] charged straight into its place
-        torch.ge(h, d.v_threshold, out=fired)
-        s = scratch if spikes is None else spikes[t]
+        if spikes is not None or d.v_reset is None:  # S[t]: H[t] >= threshold as 0/1
+            s = torch.ge(h, d.v_threshold, out=scratch if spikes is None else spikes[t])
         if d.v_reset is None:
-            torch.sub(h, torch.mul(s.copy_(fired), d.v_threshold, out=v), out=v)
-            continue
-        if spikes is not None:
-            s.copy_(fired)
-        if d.v_reset == 0:
-            torch.bitwise_and(integer_view(h), fired.sub_(1), out=integer_view(v))
+            torch.sub(h, torch.mul(s, d.v_threshold, out=v), out=v)
+        elif d.v_reset == 0:
+            keep = torch.ge(h, d.v_threshold, out=fired).sub_(1)
+            torch.bitwise_and(integer_view(h), keep, out=integer_view(v))
         else:
-            v = torch.where(fired.bool(), d.v_reset, h)
+            v = torch.where(h >= d.v_threshold, d.v_reset, h)
     return hs
 
 
 def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
     """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
     (written step by step into their final tensors, :func:`fused_steps`)."""
-    spikes = torch.empty_like(x)
-    return spikes, fused_steps(x, d, torch.empty_like(x), spikes)
+    spikes = step_outputs(x)
+    hs = fused_steps(x, d, step_outputs(x), spikes)
+    return stacked(spikes), stacked(hs)
 
 
 def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
@@ -304,7 +318,7 @@ def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> t
     gradients are the same to the last bit. Per-step results live in buffers made once.
     """
     surrogate = SURROGATES[d.surrogate][0]
-    grad_x = torch.empty_like(h)
+    grad_x = step_outputs(h)
     x, gh, gv, scratch = (torch.empty_like(h[0]) for _ in range(4))
     below = torch.empty_like(h[0], dtype=torch.bool)
     for t in reversed(range(h.shape[0])):
@@ -321,14 +335,14 @@ def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> t
                 scratch.copy_(torch.logical_not(torch.ge(x, 0, out=below), out=below))
                 gh.add_(scratch.mul_(gv))
         if not d.leaky:
-            grad_x[t] = gh
+            grad_x[t].copy_(gh)
             gv, gh = gh, gv
             continue
         leak = torch.div(gh, d.tau, out=grad_x[t] if d.decay_input else scratch)
         if not d.decay_input:
-            grad_x[t] = gh
+            grad_x[t].copy_(gh)
         torch.sub(gh, leak, out=gv)
-    return grad_x
+    return stacked(grad_x)
 
 
 # backend -> its (forward, backward) pair, built on first use
