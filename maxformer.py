@@ -55,12 +55,14 @@ def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> 
     In training, a fused-backend LIF/IF keeps its membrane ``H`` for the backward; here ``H`` is
     instead rebuilt in the backward from the BN input ``c``, which the BN keeps anyway: the same BN
     (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
-    the same bits, and 4 bytes per element (float32) less are kept. Both modules are still called,
+    the same bits, and 4 bytes per element (float32) less are kept. The rebuilt ``H`` overwrites the
+    recomputed BN output and no spikes are kept (``neurons.rebuild_membrane``), so the rebuild makes
+    one new tensor, not three. Both modules are still called,
     so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
     backend, other neurons) run plainly. Where a pool sits between the BN and the neuron,
     :func:`frames` does not rebuild: the rebuild would cost the pool again and, for the moment of the
-    rebuild, the full-resolution BN output (tried: slower, and no lower peak on the event model;
-    bench/README.md).
+    rebuild, the full-resolution BN output (tried in the second pass of issue 12: slower, and no
+    lower peak on the event model).
     """
     y = unfold(bn(c), T)
     plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training

@@ -338,7 +338,7 @@ def test_neuron_backend_override_reaches_every_neuron():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
     """``kernels.MaxPool`` keeps two bytes per output (where in its window the maximum was) for the backward
-    and runs channels_last on CPU (``kernels.pool_layout``); outputs (contiguous, with and without
+    and runs channels_last on CPU (``kernels.max_pool``); outputs (contiguous, with and without
     autograd) and gradients are the same bits as ``nn.MaxPool2d`` in NCHW: ties (rounded inputs), NaN
     and infinities included, on odd and even sizes and channel counts that do not fill a vector."""
     torch.manual_seed(0)
