@@ -236,10 +236,11 @@ def window_indices(offsets: torch.Tensor, width: int, stride: int) -> torch.Tens
     return offsets.to(torch.int64).add_(window_starts(offsets.shape, width, stride, offsets.device))
 
 
-def sample_chunk(x: torch.Tensor) -> int:
-    """How many samples of ``x`` make about 4 MiB: the CPU max-pool works on that many at a time, so that
-    its temporary tensors are small (reused by the allocator, not fresh pages) wherever the batch is big."""
-    return max(1, 2 ** 22 // max(1, x[0].numel() * x.element_size()))
+def sample_chunk(shape: torch.Size, element_size: int) -> int:
+    """How many samples of a tensor of ``shape`` (``element_size`` bytes each element) make about 4 MiB:
+    the CPU max-pool works on that many at a time, so that its temporary tensors are small (reused by
+    the allocator, not fresh pages) wherever the batch is big."""
+    return max(1, 2 ** 22 // max(1, shape[1:].numel() * element_size))
 
 
 def max_pool(x: torch.Tensor, stride: int, keep_argmax: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -258,7 +259,7 @@ def max_pool(x: torch.Tensor, stride: int, keep_argmax: bool) -> tuple[torch.Ten
         return y, (window_offsets(indices, width, stride) if narrow else indices) if keep_argmax else None
     y = x.new_empty((*x.shape[:2], *((n - 1) // stride + 1 for n in x.shape[-2:])))  # (n + 2 - 3) // s + 1
     where = torch.empty(y.shape, dtype=torch.int16 if narrow else torch.int64) if keep_argmax else None
-    step = sample_chunk(x)
+    step = sample_chunk(x.shape, x.element_size())
     for i in range(0, x.shape[0], step):
         part = x[i:i + step].contiguous(memory_format=torch.channels_last)
         if where is None:
@@ -274,7 +275,7 @@ def max_pool_backward(grad: torch.Tensor, where: torch.Tensor, shape: torch.Size
     PyTorch's own backward kernel on the same int64 indices, so the same bits. On CPU the indices are
     rebuilt :func:`sample_chunk` samples at a time and the kernel writes each part straight into the
     result, so no full-size int64 index tensor is made."""
-    step = sample_chunk(grad.new_empty(()).expand(shape)) if grad.device.type == "cpu" else shape[0]
+    step = sample_chunk(shape, grad.element_size()) if grad.device.type == "cpu" else shape[0]
     grad_x = grad.new_empty(shape)
     for i in range(0, shape[0], step):
         part = where[i:i + step]

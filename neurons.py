@@ -288,15 +288,15 @@ def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor | list[torch.Tens
     scratch = torch.empty_like(v) if spikes is None and d.v_reset is None else None
     for t in range(x.shape[0]):
         h = charge(v, x[t], d, out=hs[t])  # H[t] charged straight into its place
-        if spikes is not None or d.v_reset is None:  # S[t]: H[t] >= threshold as 0/1
-            s = torch.ge(h, d.v_threshold, out=scratch if spikes is None else spikes[t])
+        torch.ge(h, d.v_threshold, out=fired)
+        if spikes is not None or d.v_reset is None:  # S[t] as 0/1 in H's dtype
+            s = (scratch if spikes is None else spikes[t]).copy_(fired)
         if d.v_reset is None:
             torch.sub(h, torch.mul(s, d.v_threshold, out=v), out=v)
         elif d.v_reset == 0:
-            keep = torch.ge(h, d.v_threshold, out=fired).sub_(1)
-            torch.bitwise_and(integer_view(h), keep, out=integer_view(v))
+            torch.bitwise_and(integer_view(h), fired.sub_(1), out=integer_view(v))
         else:
-            v = torch.where(h >= d.v_threshold, d.v_reset, h)
+            v = torch.where(fired.bool(), d.v_reset, h)
     return hs
 
 

@@ -340,9 +340,11 @@ def test_lean_max_pool_equals_autograd_max_pool_bitwise(stride):
     """``kernels.MaxPool`` keeps two bytes per output (where in its window the maximum was) for the backward
     and runs channels_last on CPU (``kernels.max_pool``); outputs (contiguous, with and without
     autograd) and gradients are the same bits as ``nn.MaxPool2d`` in NCHW: ties (rounded inputs), NaN
-    and infinities included, on odd and even sizes and channel counts that do not fill a vector."""
+    and infinities included, on odd and even sizes, channel counts that do not fill a vector, and a
+    batch the CPU pool splits into unequal parts (2 + 1 samples of about 1.5 MB)."""
     torch.manual_seed(0)
-    for shape in ((4, 8, 16, 16), (2, 3, 15, 17), (2, 37, 9, 10)):
+    assert kernels.sample_chunk(torch.Size((3, 8, 190, 250)), 4) == 2
+    for shape in ((4, 8, 16, 16), (2, 3, 15, 17), (2, 37, 9, 10), (3, 8, 190, 250)):
         x = torch.randn(shape).round()
         x.view(-1)[::97], x.view(-1)[5::89], x.view(-1)[7::101] = float("nan"), float("-inf"), float("inf")
         x.requires_grad_()
