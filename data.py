@@ -15,6 +15,9 @@ Event datasets (paper section 4, "neuromorphic datasets"; the authors' pipeline 
   Split per class in file-name (string) order: the first ceil(0.9 n) train, the rest test.
 - ``digits-dvs``: scikit-learn's bundled 8x8 handwritten digits turned into event streams by a small
   event-camera simulation (``events.simulate_digit_events``); needs no download.
+- ``bands-low``, ``bands-mid``, ``bands-high``: 4 classes of textures that differ only in one octave of
+  spatial frequency (``events.BandsDVSConfig``), through the same simulation; for the paper's
+  argument (docs/argument.md, ``table4.py``). No download.
 
 Every event sample goes through the same path (events.py): events -> ``integrate_frames`` (T slices
 of equal event count, two polarity channels) -> per-sample npz cache -> ``EventFrames`` -> optional
@@ -50,18 +53,20 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from augment import POLICIES, EventAugment, MixupCutmix, RandomErasing, mean_fill
-from events import (SIMULATION_VERSION, DataFileError, DigitsDVSConfig, EventFrames, EventSample,
-                    cache_frames, integrate_frames, make_events, read_aedat2_cifar10dvs, read_aedat31, read_aedat4,
-                    read_tonic_gesture_npy, save_npz, simulate_digit_events)
+from events import (BANDS, SIMULATION_VERSION, BandsDVSConfig, DataFileError, DigitsDVSConfig, EventFrames,
+                    EventSample, band_textures, cache_frames, integrate_frames, make_events, read_aedat2_cifar10dvs,
+                    read_aedat31, read_aedat4, read_tonic_gesture_npy, save_npz, simulate_digit_events)
 
 __all__ = ["DATASETS", "DATA_ERRORS", "DataDirError", "DataFileError", "DatasetInfo", "DatasetNotFoundError",
            "MixupCutmix", "build_datasets", "check_data_dir", "event_samples", "integrate_frames", "make_events",
            "read_aedat2_cifar10dvs", "read_aedat31", "seeded_subset"]
 
-DATASETS: tuple[str, ...] = ("digits-dvs", "dvsgesture", "cifar10dvs", "cifar10", "cifar100", "imagenet")
-EVENT_DATASETS: tuple[str, ...] = ("digits-dvs", "dvsgesture", "cifar10dvs")
+BAND_DATASETS: dict[str, str] = {f"bands-{band}": band for band in BANDS}  # name -> events.BandsDVSConfig.band
+GENERATED: tuple[str, ...] = ("digits-dvs", *BAND_DATASETS)  # simulated here, never downloaded
+DATASETS: tuple[str, ...] = (*GENERATED, "dvsgesture", "cifar10dvs", "cifar10", "cifar100", "imagenet")
+EVENT_DATASETS: tuple[str, ...] = (*GENERATED, "dvsgesture", "cifar10dvs")
 DEFAULT_DATA_DIR = "data"
-DEFAULT_T = {"digits-dvs": 4, "dvsgesture": 16, "cifar10dvs": 16}
+DEFAULT_T = {**{name: 4 for name in GENERATED}, "dvsgesture": 16, "cifar10dvs": 16}
 DVS_SIZE = (128, 128)  # (H, W) of the DVS128 sensor used by both event datasets
 
 CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -157,7 +162,7 @@ def check_data_dir(path: str | Path | None, dataset: str | None = None, download
     """The data folder as a ``Path`` once it is known to be usable for ``dataset``; creates nothing.
 
     A dataset read from disk (or ``dataset=None``) needs an existing folder, unless ``download`` may
-    fetch it into a new one; digits-dvs is generated, so the default folder may be created (if its
+    fetch it into a new one; the ``GENERATED`` datasets are simulated, so the default folder may be created (if its
     parent exists), but a named one must exist: a mistyped ``--data-dir`` creates nothing. What will be written must be writable: the download target, and for event data (unless
     ``writes_cache`` is False) the frame cache, ``cache_dir`` or by default ``<path>/cache``. A missing
     folder of a dataset on disk raises ``DatasetNotFoundError``, anything else unusable ``DataDirError``.
@@ -166,10 +171,10 @@ def check_data_dir(path: str | Path | None, dataset: str | None = None, download
     if root.exists() and not root.is_dir():
         raise DataDirError(f"--data-dir {root} is not a folder")
     if not root.exists():
-        if dataset == "digits-dvs" and path is not None and not download:  # a typo must not create folders
+        if dataset in GENERATED and path is not None and not download:  # a typo must not create folders
             raise DataDirError(f"--data-dir {root} does not exist; create it (mkdir -p {root}) or leave "
                                f"--data-dir out to use ./{DEFAULT_DATA_DIR}")
-        if not (dataset == "digits-dvs" or download):
+        if not (dataset in GENERATED or download):
             what = dataset or "the dataset"
             raise DatasetNotFoundError(what, [root], f"an existing folder holding {what} (--data-dir {root} does "
                                        "not exist)", *OBTAIN.get(dataset or "", ("its publisher", None)))
@@ -342,6 +347,26 @@ def _load_npz(path: Path) -> dict:
                             f"and run again to simulate them anew: rm '{path}'") from None
 
 
+def _simulated(path: Path, images: Callable[[], np.ndarray], labels: np.ndarray, cfg: DigitsDVSConfig, seed: int,
+               splits: dict[str, np.ndarray], prefix: str) -> dict[str, tuple[list[EventSample], list[Path]]]:
+    """The splits (sample indices) of images simulated once into the events file ``path``."""
+    if not path.exists():
+        events, offsets = simulate_digit_events(images(), cfg, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_npz(path, compressed=False, events=events, offsets=offsets, labels=labels)
+    read = functools.lru_cache(maxsize=1)(_load_npz)
+
+    def samples(indices: np.ndarray) -> list[EventSample]:
+        return [EventSample(f"{prefix}_{i}", int(labels[i]), functools.partial(_digit_slice, read, path, int(i)),
+                            path) for i in sorted(indices)]
+
+    return {split: (samples(indices), [path]) for split, indices in splits.items()}
+
+
+def _events_file(cache_root: Path, name: str, spec: dict) -> Path:
+    return Path(cache_root) / name / f"events-{hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]}.npz"
+
+
 def _find_digits(cache_root: Path, seed: int, cfg: DigitsDVSConfig, test_fraction: float = 0.2):
     """Simulate (once, cached by config and seed) and split 80/20, stratified, with a fixed seed."""
     from sklearn.datasets import load_digits
@@ -349,20 +374,30 @@ def _find_digits(cache_root: Path, seed: int, cfg: DigitsDVSConfig, test_fractio
 
     digits = load_digits()
     spec = {"cfg": asdict(cfg), "seed": seed, "n": len(digits.target), "version": SIMULATION_VERSION}
-    key = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
-    path = Path(cache_root) / "digits-dvs" / f"events-{key}.npz"
-    if not path.exists():
-        events, offsets = simulate_digit_events(digits.images / 16.0, cfg, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_npz(path, compressed=False, events=events, offsets=offsets, labels=digits.target)
     train_idx, test_idx = train_test_split(np.arange(len(digits.target)), test_size=test_fraction,
                                            stratify=digits.target, random_state=seed)
-    read = functools.lru_cache(maxsize=1)(_load_npz)
-    def samples(indices: np.ndarray) -> list[EventSample]:
-        return [EventSample(f"digit_{i}", int(digits.target[i]), functools.partial(_digit_slice, read, path, int(i)),
-                            path) for i in sorted(indices)]
+    return _simulated(_events_file(cache_root, "digits-dvs", spec), lambda: digits.images / 16.0, digits.target,
+                      cfg, seed, {"train": train_idx, "test": test_idx}, "digit")
 
-    return {"train": (samples(train_idx), [path]), "test": (samples(test_idx), [path])}
+
+# ----------------------------------------------------------------------------------------------------
+# bands-low / bands-mid / bands-high: class information in one octave of spatial frequency
+# (events.BandsDVSConfig, docs/argument.md), through the same simulation.
+
+def bands_config(name: str) -> BandsDVSConfig:
+    """The texture set behind one of ``BAND_DATASETS``."""
+    return BandsDVSConfig(band=BAND_DATASETS[name])
+
+
+def _find_bands(cache_root: Path, seed: int, cfg: BandsDVSConfig):
+    """Simulate (once, cached by config and seed); classes interleaved, the first ``train_per_class``
+    of each class train, the rest test."""
+    n_train, n = cfg.classes * cfg.train_per_class, cfg.classes * (cfg.train_per_class + cfg.test_per_class)
+    labels = np.arange(n) % cfg.classes
+    spec = {"cfg": asdict(cfg), "seed": seed, "version": SIMULATION_VERSION}
+    return _simulated(_events_file(cache_root, f"bands-{cfg.band}", spec), lambda: band_textures(cfg, labels, seed),
+                      labels, cfg.sensor(), seed, {"train": np.arange(n_train), "test": np.arange(n_train, n)},
+                      "texture")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -475,6 +510,9 @@ def _event_splits(name: str, root: Path, cache_root: Path, download: bool, seed:
     ``EVENT_DATASETS``), before integration."""
     if name == "digits-dvs":
         return _find_digits(cache_root, seed, digits_config), (digits_config.canvas,) * 2, 10
+    if name in BAND_DATASETS:
+        cfg = bands_config(name)
+        return _find_bands(cache_root, seed, cfg), (cfg.view,) * 2, cfg.classes
     if name == "dvsgesture":
         if label_order not in ("ibm", "spikingjelly"):
             raise ValueError(f"label_order must be 'ibm' or 'spikingjelly', got {label_order!r}")
@@ -489,10 +527,10 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
                    digits_config: DigitsDVSConfig = DigitsDVSConfig()) -> tuple[Dataset, Dataset, DatasetInfo]:
     """``(train_set, test_set, info)`` for one of ``DATASETS``; samples are ``(x, label)``.
 
-    Event data: x float32 ``[T, 2, H, W]`` of event counts; T defaults to 16 (DVS) or 4 (digits-dvs).
+    Event data: x float32 ``[T, 2, H, W]`` of event counts; T defaults to 16 (DVS) or 4 (``GENERATED``).
     Static data: x float32 ``[3, H, W]``, normalised. ``augment`` applies to the train set only.
     ``data_dir`` defaults to ``./data``; integrated frames are cached under ``cache_dir`` (default
-    ``<data_dir>/cache``). ``seed`` fixes the digits-dvs simulation and split. ``label_order``
+    ``<data_dir>/cache``). ``seed`` fixes the simulation (and split) of a ``GENERATED`` dataset. ``label_order``
     ("ibm": class-1, or "spikingjelly") picks DVS128 Gesture's target numbering. ``aug_policy`` names
     the RandAugment policy of image data (``augment.POLICIES``; default: the one the authors run on
     that dataset); event data always uses ``EventAugment``. ``imagenet_erasing`` is the probability of
@@ -531,7 +569,7 @@ def event_samples(name: str, data_dir: str | None = None, split: str = "train", 
     """The raw event samples of one split of an event dataset, and the sensor size ``(H, W)``."""
     if name not in EVENT_DATASETS:
         raise ValueError(f"{name!r} is not an event dataset; use {', '.join(EVENT_DATASETS)}")
-    root = check_data_dir(data_dir, name, download, writes_cache=name == "digits-dvs")  # its events are cached
+    root = check_data_dir(data_dir, name, download, writes_cache=name in GENERATED)  # their events are cached
     splits, size, _ = _event_splits(name, root, root / "cache", download, seed, "ibm", DigitsDVSConfig())
     return splits[split][0], size
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -268,6 +269,8 @@ class DigitsDVSConfig:
     ``threshold_std``) (at least ``threshold_min``); when its log intensity has moved n thresholds from
     its reference it emits n events (p=1 for increases), timestamps interpolated linearly inside the
     step, and the reference moves n thresholds. Background noise: Poisson events at ``noise_hz`` per pixel.
+    A ``digit_size`` larger than ``canvas`` makes the sensor a window onto a larger scene: it sees the
+    central ``canvas`` px of the moving image, so what enters at the edges is scene, not black.
     """
 
     canvas: int = 24
@@ -311,9 +314,11 @@ def simulate_digit_events(images: np.ndarray, cfg: DigitsDVSConfig = DigitsDVSCo
 
 def _simulate(images: np.ndarray, cfg: DigitsDVSConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     g = torch.Generator().manual_seed(seed)
-    n, size, pad = len(images), cfg.canvas, (cfg.canvas - cfg.digit_size) // 2
+    n, size = len(images), cfg.canvas
+    scene = max(size, cfg.digit_size)  # the sensor sees the centre size x size of a scene x scene canvas
+    pad = (scene - cfg.digit_size) // 2
     digits = torch.as_tensor(images, dtype=torch.float32)[:, None]  # [n, 1, h, w]
-    canvas = torch.zeros(n, 1, size, size)
+    canvas = torch.zeros(n, 1, scene, scene)
     canvas[..., pad:pad + cfg.digit_size, pad:pad + cfg.digit_size] = nnf.interpolate(
         digits, size=(cfg.digit_size,) * 2, mode="bilinear", align_corners=False)
     offset = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * cfg.offset_px
@@ -323,7 +328,7 @@ def _simulate(images: np.ndarray, cfg: DigitsDVSConfig, seed: int) -> tuple[np.n
     identity = nnf.affine_grid(torch.eye(2, 3)[None], [1, 1, size, size], align_corners=False)  # [1, H, W, 2]
 
     def log_intensity(k: int) -> Tensor:  # [n, P] at step k
-        grid = identity - (2.0 * shift[k] / size)[:, None, None, :]  # output(p) = input(p - shift)
+        grid = identity * (size / scene) - (2.0 * shift[k] / scene)[:, None, None, :]  # output(p) = input(p - shift)
         moved = nnf.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         light = cfg.background + (1 - cfg.background) * moved.view(n, -1)
         return light.log() + cfg.log_noise * torch.randn(n, size * size, generator=g)
@@ -370,3 +375,81 @@ def _background_noise(n: int, pixels: int, rate_hz: float, duration_us: int, g: 
     flat = torch.repeat_interleave(torch.arange(n), per_sample.long()) * pixels + torch.randint(pixels, (m,), generator=g)
     return flat, torch.randint(duration_us, (m,), generator=g), torch.rand(m, generator=g) < 0.5
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# bands-dvs: textures whose class information lives in one octave of spatial frequency (docs/argument.md).
+
+BANDS: tuple[str, ...] = ("low", "mid", "high")  # octave k of BANDS[k]: 2^k to 2^(k+1) cycles per view
+
+
+@dataclass(frozen=True)
+class BandsDVSConfig:
+    """Textures whose classes differ only in the octave ``band`` of spatial frequency, through the
+    event camera of the offline default (``DigitsDVSConfig``'s saccade, thresholds and noise).
+
+    A sample is a ``scene`` px texture of which the sensor sees the central ``view`` px. It is the sum
+    of three octaves of band-pass noise, 1-2, 2-4 and 4-8 cycles per view (radial; the last lies above
+    half Nyquist, where ``spectrum.high_frequency_share`` counts), each with the same RMS gradient
+    (amplitude falling as 1/frequency, as in natural images), so that the three give events alike.
+    Class c of ``classes`` is an orientation, ``c * 180 / classes`` degrees: in the octave ``band`` a
+    share ``oriented_share`` of the variance is noise kept to the wedge of that orientation
+    (``180 / classes`` degrees wide), the rest is isotropic noise; the two other octaves are isotropic.
+    Every part is drawn afresh for every sample (random phase), so only the power spectrum in that
+    octave tells the classes apart, wherever the texture lies. Intensity ``0.5 + contrast * texture``,
+    clipped to [0, 1]. Nothing but ``band`` differs between ``bands-low``, ``bands-mid`` and ``bands-high``.
+    """
+
+    band: str = "mid"
+    classes: int = 4
+    train_per_class: int = 200
+    test_per_class: int = 100
+    view: int = 16
+    scene: int = 24
+    oriented_share: float = 0.5
+    contrast: float = 0.15
+
+    def sensor(self) -> DigitsDVSConfig:
+        """The simulated event camera: the offline default's, looking at the centre of the scene."""
+        return DigitsDVSConfig(canvas=self.view, digit_size=self.scene)
+
+
+def cycles_per_view(size: int, view: int) -> tuple[Tensor, Tensor]:
+    """Radial frequency (cycles per ``view`` px) and orientation (radians in [0, pi)) of every bin of
+    an unshifted ``size x size`` FFT."""
+    f = torch.fft.fftfreq(size, dtype=torch.float64) * view
+    fy, fx = f[:, None].expand(size, size), f[None, :].expand(size, size)
+    return torch.sqrt(fx ** 2 + fy ** 2), torch.atan2(fy, fx) % math.pi
+
+
+def band_noise(n: int, size: int, keep: Tensor, g: torch.Generator) -> Tensor:
+    """``n`` fields ``[n, size, size]`` of white noise kept to the FFT bins ``keep``, each of unit RMS."""
+    white = torch.randn(n, size, size, generator=g, dtype=torch.float64)
+    field = torch.fft.ifft2(torch.fft.fft2(white) * keep).real
+    return field / field.pow(2).mean((1, 2), keepdim=True).sqrt()
+
+
+def band_textures(cfg: BandsDVSConfig, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Intensity images ``[N, scene, scene]`` in [0, 1] of the classes ``labels`` (see ``BandsDVSConfig``)."""
+    if cfg.band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {cfg.band!r}")
+    g = torch.Generator().manual_seed(seed)
+    radial, angle = cycles_per_view(cfg.scene, cfg.view)
+    octaves = [(radial >= 2 ** k) & (radial < 2 ** (k + 1)) for k in range(len(BANDS))]
+    gains = torch.tensor([2.0 ** -k for k in range(len(BANDS))], dtype=torch.float64)
+    gains = gains / gains.norm()  # equal RMS gradient per octave, unit RMS in all
+    labels = torch.as_tensor(labels)
+    texture = torch.zeros(len(labels), cfg.scene, cfg.scene, dtype=torch.float64)
+    for k, (octave, gain) in enumerate(zip(octaves, gains)):
+        part = band_noise(len(labels), cfg.scene, octave, g)
+        if BANDS[k] == cfg.band:
+            width = math.pi / cfg.classes
+            oriented = torch.zeros_like(part)
+            for c in range(cfg.classes):
+                off = (angle - c * width + width / 2) % math.pi  # in [0, width): the wedge around c * width
+                chosen = labels == c
+                if chosen.any():
+                    oriented[chosen] = band_noise(int(chosen.sum()), cfg.scene, octave & (off < width), g)
+            part = (1 - cfg.oriented_share) ** 0.5 * part + cfg.oriented_share ** 0.5 * oriented
+        texture += gain * part
+    return (0.5 + cfg.contrast * texture).clamp(0, 1).numpy()

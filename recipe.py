@@ -41,8 +41,10 @@ TRAIN_SIZES: dict[str, int] = {
     "dvsgesture": 1176,  # IBM's trials_to_train.txt, as spikingjelly cuts it
     "cifar10dvs": 9000,  # first ceil(0.9 x 1000) files of each of the 10 classes
     "digits-dvs": 1437,  # scikit-learn's 1797 digits, 80/20 stratified split
+    **{f"bands-{band}": 800 for band in ("low", "mid", "high")},  # events.BandsDVSConfig: 4 classes x 200
 }
-EVENT_DATASETS: frozenset[str] = frozenset({"dvsgesture", "cifar10dvs", "digits-dvs"})
+EVENT_DATASETS: frozenset[str] = frozenset({"dvsgesture", "cifar10dvs", "digits-dvs", "bands-low", "bands-mid",
+                                            "bands-high"})
 
 # Per-dataset input normalisation (mean, std) of the static-image datasets; event frames are raw counts.
 # docs/reference/recipes.md, "Hyper-parameters": CIFAR-100 has its own statistics.

@@ -5,6 +5,8 @@
   ``model.named_blocks()``;
 - the code map in ``docs/architecture.md`` (between its GENERATED markers): each block of the
   paper's Figure 1 / Table 1, the object that implements it, found by name (no line numbers);
+- the mini Table 4's tables in ``docs/argument.md`` (between its GENERATED markers), from the
+  ``table4`` section of ``docs/results.json`` (``python docs/generate.py table4`` runs ``table4.py``);
 - every measured number in README.md and docs/*.md, written as ``<!-- r:KEY:FORMAT -->VALUE<!-- /r -->``
   where KEY is a ``/``-separated path into ``docs/results.json``, the record the commands below
   write; ``--check`` fails when prose and record disagree;
@@ -16,6 +18,8 @@
     python docs/generate.py results         # run the analysis commands on the shipped checkpoints:
                                             #   docs/figures/*, docs/results.json; then the above
     python docs/generate.py checkpoints     # train docs/checkpoints/*.pth with train.py (analysis_cli.SHIPPED)
+    python docs/generate.py table4          # the mini Table 4 (table4.py): docs/figures/table4.png,
+                                            #   the table4 section of docs/results.json; then the above
 """
 from __future__ import annotations
 
@@ -41,11 +45,12 @@ from analysis_cli import AVG_TINY, SHIPPED  # noqa: E402
 
 DOCS = ROOT / "docs"
 FIGURES = DOCS / "figures"
-SHAPES, ARCHITECTURE, TUTORIAL, NOTEBOOK = (DOCS / n for n in ("shapes.md", "architecture.md", "tutorial.md",
-                                                                "tutorial.ipynb"))
+SHAPES, ARCHITECTURE, TUTORIAL, NOTEBOOK, ARGUMENT = (DOCS / n for n in ("shapes.md", "architecture.md", "tutorial.md",
+                                                                          "tutorial.ipynb", "argument.md"))
 RESULTS = DOCS / "results.json"
 MODELS = sorted(p.stem for p in (ROOT / "tests" / "reference").glob("*.json")) + ["max_former_tiny"]
 BEGIN, END = "<!-- BEGIN GENERATED code map -->", "<!-- END GENERATED code map -->"
+T4_BEGIN, T4_END = "<!-- BEGIN GENERATED table4 -->", "<!-- END GENERATED table4 -->"
 MARK = re.compile(r"<!-- r:(?P<key>[^: ]+):(?P<fmt>[^ ]*) -->(?P<value>.*?)<!-- /r -->")
 
 # (paper, our object, the authors' class name where docs/reference/models.md or their code gives it)
@@ -124,10 +129,11 @@ def code_map() -> str:
     return "\n".join(lines)
 
 
-def with_code_map(text: str) -> str:
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{code_map()}\n{END}{tail}"
+def between(text: str, begin: str, end: str, body: str) -> str:
+    """``text`` with what lies between the markers ``begin`` and ``end`` replaced by ``body``."""
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
 def render_shapes() -> str:
@@ -254,6 +260,44 @@ def theory_numbers() -> dict:
     return {"rate_ratio": ratios, "pooling": pooling, "static": page["static"]}
 
 
+def table4_tables(record: dict) -> str:
+    """docs/argument.md's tables from ``results.json["table4"]`` (what ``python table4.py`` records):
+    the probe, accuracy with intervals, the verdicts, and the high-frequency shares."""
+    import table4
+    datasets, probe, table = record["grid"]["datasets"], record["probe"], record["table"]
+    bands = ["dc", *table4.BANDS, "corner"]  # results.json sorts its keys: put them back in frequency order
+    variants = [v for v in table4.VARIANTS if v in record["grid"]["variants"]]
+    lines = ["Linear probe: test top-1 (chance 0.25) from the event frames' power per orientation in one band only.", "",
+             f"| dataset | {' | '.join(bands)} |", "|---|" + "---:|" * len(bands)]
+    lines += [f"| `{d}` | {' | '.join(f'{probe[d][b]:.2f}' for b in bands)} |" for d in datasets]
+    lines += ["", f"Final test top-1 (%) over seeds {', '.join(map(str, record['grid']['seeds']))}: mean [95 % interval].", "",
+              f"| variant | {' | '.join(f'`{d}`' for d in datasets)} |", "|---|" + "---:|" * len(datasets)]
+    for variant in variants:
+        cells = [table[d][variant] for d in datasets]
+        lines.append(f"| `{variant}`: {table4.VARIANTS[variant][1]} | "
+                     + " | ".join(f"{c['mean']:.1f} [{c['low']:.1f}, {c['high']:.1f}]" for c in cells) + " |")
+    lines += ["", "Is `max` better than the other variant? (\"not resolved\": the two intervals overlap)", "",
+              f"| `max` against | {' | '.join(f'`{d}`' for d in datasets)} |", "|---|" + "---|" * len(datasets)]
+    for variant in variants[1:]:
+        lines.append(f"| `{variant}` | " + " | ".join(record["verdicts"][d][variant] for d in datasets) + " |")
+    lines += ["", "High-frequency share (above half Nyquist) of the stage-2 embedding's output / the last block's "
+              "output, on the test set, mean over seeds.", "",
+              f"| variant | {' | '.join(f'`{d}`' for d in datasets)} |", "|---|" + "---:|" * len(datasets)]
+    for variant in variants:
+        shares = [table[d][variant]["hf_share"] for d in datasets]
+        lines.append(f"| `{variant}` | " + " | ".join(f"{h['patch_embed2']:.3f} / {h['stage3.0']:.3f}" for h in shares) + " |")
+    return "\n".join(lines)
+
+
+def measure_table4() -> None:
+    """The full mini Table 4 (``table4.FULL``, runs in the ignored runs/table4/, resumable) into
+    docs/figures/table4.png and the ``table4`` section of docs/results.json."""
+    import table4
+    record = table4.run(table4.FULL, None, ROOT / "runs" / "table4", jobs=2, figure=FIGURES / "table4.png")
+    RESULTS.write_text(json.dumps({**read_results(), "table4": record}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {RESULTS} [table4]")
+
+
 # ---------------------------------------------------------------------------------------------
 # The tutorial as a notebook
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +326,8 @@ def wanted_pages() -> dict[Path, str]:
     pages = {p: p.read_text() for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]}
     wanted = {p: with_results(text, record) for p, text in pages.items()}
     wanted[SHAPES] = render_shapes()
-    wanted[ARCHITECTURE] = with_code_map(wanted[ARCHITECTURE])
+    wanted[ARCHITECTURE] = between(wanted[ARCHITECTURE], BEGIN, END, code_map())
+    wanted[ARGUMENT] = between(wanted[ARGUMENT], T4_BEGIN, T4_END, table4_tables(record["table4"]))
     wanted[NOTEBOOK] = notebook(wanted[TUTORIAL])
     return wanted
 
@@ -319,9 +364,10 @@ def train_checkpoints(epochs: int | None, seeds: Sequence[int] | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="docs", choices=("docs", "results", "checkpoints"),
+    parser.add_argument("what", nargs="?", default="docs", choices=("docs", "results", "checkpoints", "table4"),
                         help="docs (default): the generated pages; results: measure, then the pages; "
-                             "checkpoints: train docs/checkpoints/*.pth")
+                             "checkpoints: train docs/checkpoints/*.pth; table4: the mini Table 4 grid "
+                             "(python table4.py, about 25 min on 2 cores), then the pages")
     parser.add_argument("--check", action="store_true", help="only compare with the files in docs/; exit 1 if stale")
     parser.add_argument("--epochs", type=int, default=None, help="checkpoints: epochs per run (default: train.py's)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
@@ -332,6 +378,8 @@ def main() -> None:
         return
     if args.what == "results":
         measure()
+    if args.what == "table4":
+        measure_table4()
     wanted = wanted_pages()
     stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
     if args.check:
