@@ -45,6 +45,7 @@ for path in (ROOT, ROOT / "bench"):
 import kernels  # noqa: E402
 import maxformer  # noqa: E402
 import neurons  # noqa: E402
+from authors import AuthorsNet  # noqa: E402
 from bench_neurons import cpu_name  # noqa: E402
 
 MIB = 2 ** 20
@@ -111,6 +112,7 @@ class Config:
     device: str = "cpu"
     amp: bool = False              # bfloat16 autocast
     spikingjelly: bool = False     # swap spikingjelly's LIFNode in for our neurons
+    authors: bool = False          # the authors' set-up instead of our model (authors.AuthorsNet)
     neuron_backend: str = "auto"
     checkpoint_stages: bool = False
     threads: int = 0               # torch CPU threads in a child process (0: torch's default)
@@ -130,6 +132,8 @@ class Workload:
         if cfg.spikingjelly:
             swap_in_spikingjelly(model)
         model.checkpoint_stages = cfg.checkpoint_stages
+        if cfg.authors:
+            model = AuthorsNet(cfg.model, model)
         self.model = model.to(self.device)
         c = model.cfg
         T = c.T if cfg.T is None else cfg.T
@@ -150,7 +154,8 @@ class Workload:
             torch.cuda.synchronize(self.device)
 
     def forward(self, model: torch.nn.Module) -> torch.Tensor:
-        """Logits of the batch; clears spikingjelly's membrane state afterwards."""
+        """Logits of the batch; clears spikingjelly's membrane state afterwards (the authors' set-up
+        keeps its neurons' state until :meth:`reset`)."""
         with self.autocast():
             out = model(self.x)
         if self.cfg.spikingjelly:
@@ -158,30 +163,38 @@ class Workload:
             reset_net(model)
         return out
 
-    def train_step(self) -> None:
-        """Forward, cross-entropy, backward and one AdamW step."""
+    def reset(self, model: torch.nn.Module) -> None:
+        """The authors' ``functional.reset_net`` after a step: frees what their neurons kept."""
+        if isinstance(model, AuthorsNet):
+            model.reset()
+
+    def loss(self) -> torch.Tensor:
+        """Cross-entropy of a training forward of the batch (the model in training mode)."""
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss = torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
-        loss.backward()
+            return torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
+
+    def train_step(self) -> None:
+        """Forward, cross-entropy, backward and one AdamW step (then the authors' state reset)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss().backward()
         self.optimizer.step()
+        self.reset(self.model)
 
     def saved_bytes(self) -> int:
-        """Bytes autograd keeps for the backward of one training forward (``kernels.saved_bytes``)."""
-        self.model.train()
-
-        def loss() -> torch.Tensor:
-            with self.autocast():
-                return torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
-
-        return kernels.saved_bytes(loss)
+        """Bytes a training forward keeps for the backward (``kernels.saved_bytes``), the authors'
+        neurons' kept state included."""
+        try:
+            return kernels.saved_bytes(self.loss)
+        finally:
+            self.reset(self.model)
 
     @torch.no_grad()
     def infer(self) -> None:
         """One inference batch (eval mode, no graph)."""
         self.model.eval()
         self.forward(self.model)
+        self.reset(self.model)
 
     @torch.no_grad()
     def infer_fused(self) -> None:
@@ -189,6 +202,7 @@ class Workload:
         if self.fused is None:
             self.fused = copy.deepcopy(self.model.eval()).fuse()
         self.forward(self.fused)
+        self.reset(self.fused)
 
 
 # ----------------------------------------------------------------------------- timing
