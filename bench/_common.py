@@ -16,6 +16,10 @@ Peak memory (``peak_memory``):
   64 KiB is mapped and unmapped on its own and the resident size follows the live
   tensors instead of glibc's heap high-water mark. Each configuration gets its own process, so that
   memory one configuration leaves behind (caches, heap fragments) does not hide in the next one's.
+
+``process_peak`` is the cruder measure of a whole process (CPU): the peak resident size of a fresh
+process that builds the workload and runs a few training steps, with glibc's default heap and the
+libraries' own pages (about 0.5 GiB for torch here) included.
 """
 from __future__ import annotations
 
@@ -281,6 +285,25 @@ def _measure_child(cfg_dict: dict) -> dict[str, float]:
             raise
         out["oom"] = str(err).splitlines()[0][:200]
     return out
+
+
+def _process_peak_child(cfg_dict: dict, steps: int) -> int:
+    """Runs in a fresh process: builds the workload, runs ``steps`` training steps, returns ``VmHWM``."""
+    cfg = Config(**cfg_dict)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Workload(cfg)
+    for _ in range(steps):
+        work.train_step()
+    return rss_bytes("VmHWM")
+
+
+def process_peak(cfg: Config, steps: int = 3) -> int:
+    """Peak resident bytes of a whole fresh process that builds ``cfg``'s workload and runs ``steps``
+    training steps (libraries, allocator slack and the first step included; see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_process_peak_child, (asdict(cfg), steps))
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MIB, Config, Workload, median_seconds, parse_args, peak_memory, table  # noqa: E402
+from _common import MIB, Config, Workload, median_seconds, parse_args, peak_memory, process_peak, table  # noqa: E402
 
 # Model -> CPU default batch size (CUDA default: 32). CIFAR batch 16, T=4; the event model T=16 at
 # 128x128 and ImageNet 224x224 get small batches so that a CPU run takes minutes.
@@ -56,6 +56,9 @@ def measure_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, 
         for v, cfg in configs.items():
             mem = peak_memory(cfg)
             out[v].update({"train_mem": mem.get("train", float("nan")), "infer_mem": mem.get("infer", float("nan"))})
+    if args.process_peak:
+        for v, cfg in configs.items():
+            out[v]["process_mem"] = process_peak(cfg, args.process_peak)
     return out
 
 
@@ -65,6 +68,9 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, float]]], memory: 
                "saved MiB"]
     if memory:
         headers += ["train peak MiB", "infer peak MiB"]
+    process = all("process_mem" in r for res in results.values() for r in res.values())
+    if process:
+        headers.append("process peak MiB")
     rows, ratios = [], []
     for (name, batch), res in results.items():
         for v, r in res.items():
@@ -72,6 +78,8 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, float]]], memory: 
                    r["saved"] / MIB]
             if memory:
                 row += [r["train_mem"] / MIB, r["infer_mem"] / MIB]
+            if process:
+                row.append(r["process_mem"] / MIB)
             rows.append(row)
         ours = res["ours"]
         for v, base in res.items():
@@ -81,6 +89,8 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, float]]], memory: 
                      base["infer"] / ours["infer"], base["fused"] / ours["fused"], ours["saved"] / base["saved"]]
             if memory:
                 ratio += [ours["train_mem"] / base["train_mem"], ours["infer_mem"] / base["infer_mem"]]
+            if process:
+                ratio.append(ours["process_mem"] / base["process_mem"])
             ratios.append(ratio)
     note = ("ours/<baseline> rows: s/step and memory columns are ours / the baseline's (< 1 is less); img/s "
             "columns are speed-ups, the baseline's time / ours (> 1 is faster).")
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baselines", nargs="+", default=["authors"], choices=BASELINES,
                         help="what ours is compared with: authors (the faithful transcription, default) and/or "
                              "spikingjelly (our model with spikingjelly 2.0's LIFNode)")
+    parser.add_argument("--process-peak", type=int, default=0, metavar="STEPS",
+                        help="also the peak resident size of a whole fresh process that runs STEPS training "
+                             "steps (CPU; libraries and allocator slack included; default: off)")
     args, device = parse_args(parser, argv)
     print(f"jobs: median of {args.repeats} rounds after {args.warmup} warm-up; amp={args.amp}; "
           f"neuron backend {args.neuron_backend}\n", flush=True)
