@@ -39,7 +39,7 @@ def variants(args: argparse.Namespace) -> tuple[str, ...]:
 def measure_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Seconds per job (``train``, ``infer``, ``fused``) and peak bytes (``train_mem``, ``infer_mem``)
     of every variant of one model; jobs of the variants interleaved."""
-    configs = {v: Config(name, batch, device=args.device, amp=args.amp, spikingjelly=v == "spikingjelly",
+    configs = {v: Config(name, batch, T=args.T, device=args.device, amp=args.amp, spikingjelly=v == "spikingjelly",
                          authors=v == "authors", neuron_backend=args.neuron_backend, threads=args.threads)
                for v in variants(args)}
     works = {v: Workload(c) for v, c in configs.items()}
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baselines", nargs="+", default=["authors"], choices=BASELINES,
                         help="what ours is compared with: authors (the faithful transcription, default) and/or "
                              "spikingjelly (our model with spikingjelly 2.0's LIFNode)")
+    parser.add_argument("--T", type=int, default=None, help="time steps for every model (default: each model's own)")
     parser.add_argument("--process-peak", type=int, default=0, metavar="STEPS",
                         help="also the peak resident size of a whole fresh process that runs STEPS training "
                              "steps (CPU; libraries and allocator slack included; default: off)")

@@ -15,6 +15,7 @@ import bench_models  # noqa: E402
 import bench_revisions  # noqa: E402
 import bench_scaling  # noqa: E402
 import kernels  # noqa: E402
+import profile_step  # noqa: E402
 import saved_account  # noqa: E402
 import maxformer  # noqa: E402
 import neurons  # noqa: E402
@@ -128,7 +129,7 @@ def test_peak_memory_in_a_child_process_is_positive_and_training_needs_more():
 
 def test_bench_models_table_has_every_variant_and_ratios():
     args = argparse.Namespace(device="cpu", amp=False, neuron_backend="auto", threads=1, repeats=1, warmup=0,
-                              no_memory=True, process_peak=0, baselines=["authors", "spikingjelly"])
+                              no_memory=True, process_peak=0, T=None, baselines=["authors", "spikingjelly"])
     res = bench_models.measure_model(TINY, 2, args)
     assert set(res) == {"ours", "authors", "spikingjelly"}
     assert all(res[v][job] > 0 for v in res for job in ("train", "infer", "fused", "saved"))
@@ -154,6 +155,17 @@ def test_saved_account_adds_up_to_saved_bytes_per_component_and_kind():
     assert set(saved_account.by_component(accounts["authors"])) >= set(components) - {"(model)"}
     text = saved_account.report(accounts, top=3)
     assert "stage1.0.mlp" in text and text.count("largest entries") == 2
+
+
+def test_profile_step_groups_every_operation_and_reports_both_variants():
+    assert profile_step.group_of("aten::convolution_backward") == "convolution (forward and backward)"
+    assert profile_step.group_of("aten::native_batch_norm") == "batch norm"
+    assert profile_step.group_of("aten::sigmoid") == profile_step.OTHER
+    works = {v: _common.Workload(_common.Config(TINY, batch=2, authors=v == "authors")) for v in ("ours", "authors")}
+    times = profile_step.profile_steps(works, steps=1)
+    assert set(times) == {"ours", "authors"} and all(t["convolution (forward and backward)"] > 0 for t in times.values())
+    text = profile_step.report(times)
+    assert "authors / ours (profiled step time)" in text and text.count("convolution") == 1
 
 
 def test_component_names():
@@ -191,7 +203,7 @@ def test_bench_maxpool_finds_every_pool_and_times_both():
 
 @pytest.mark.parametrize("script, flag", [(bench_models, "--baselines"), (bench_scaling, "--repeats"),
                                           (bench_revisions, "--against"), (bench_maxpool, "--models"),
-                                          (saved_account, "--top")])
+                                          (saved_account, "--top"), (profile_step, "--steps")])
 def test_help(script, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main(["--help"])
