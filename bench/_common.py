@@ -1,6 +1,6 @@
 """Shared by the bench scripts: the header (machine, versions, date, load), building a workload (a
-zoo model, optionally with spikingjelly's LIFNode swapped in, a batch, a training step and an
-inference batch), timing with warm-up and the median of interleaved repeats, peak memory measured in
+zoo model, optionally with spikingjelly's LIFNode swapped in, or the authors' set-up transcribed in
+``authors.AuthorsNet``; a batch, a training step and an inference batch), timing with warm-up and the median of interleaved repeats, peak memory measured in
 a fresh process per configuration, and plain-text tables.
 
 Peak memory (``peak_memory``):
@@ -78,7 +78,8 @@ def header(device: torch.device) -> str:
 # ----------------------------------------------------------------------------- workloads
 
 def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
-    """Make ``model`` the authors' set-up, same function: every ``neurons.Neuron`` becomes
+    """Make ``model`` the earlier re-creation of the authors' set-up (``authors.AuthorsNet`` is the
+    faithful one), same function: every ``neurons.Neuron`` becomes
     spikingjelly's multi-step ``LIFNode`` (tau 2, hard reset to 0, detached reset, sigmoid surrogate
     alpha 4) with the neuron's ``v_threshold``; every ``kernels.MaxPool`` becomes ``nn.MaxPool2d``;
     and no layer keeps its spike input as bytes (the nodes say ``spiking = False``; the patch
