@@ -1,6 +1,6 @@
 """Shared by the bench scripts: the header (machine, versions, date, load), building a workload (a
-zoo model, optionally with spikingjelly's LIFNode swapped in, a batch, a training step and an
-inference batch), timing with warm-up and the median of interleaved repeats, peak memory measured in
+zoo model, optionally with spikingjelly's LIFNode swapped in, or the authors' set-up transcribed in
+``authors.AuthorsNet``; a batch, a training step and an inference batch), timing with warm-up and the median of interleaved repeats, peak memory measured in
 a fresh process per configuration, and plain-text tables.
 
 Peak memory (``peak_memory``):
@@ -16,6 +16,10 @@ Peak memory (``peak_memory``):
   64 KiB is mapped and unmapped on its own and the resident size follows the live
   tensors instead of glibc's heap high-water mark. Each configuration gets its own process, so that
   memory one configuration leaves behind (caches, heap fragments) does not hide in the next one's.
+
+``process_peak`` is the cruder measure of a whole process (CPU): the peak resident size of a fresh
+process that builds the workload and runs a few training steps, with glibc's default heap and the
+libraries' own pages (about 0.5 GiB for torch here) included.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ for path in (ROOT, ROOT / "bench"):
 import kernels  # noqa: E402
 import maxformer  # noqa: E402
 import neurons  # noqa: E402
+from authors import AuthorsNet  # noqa: E402
 from bench_neurons import cpu_name  # noqa: E402
 
 MIB = 2 ** 20
@@ -73,7 +78,8 @@ def header(device: torch.device) -> str:
 # ----------------------------------------------------------------------------- workloads
 
 def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
-    """Make ``model`` the authors' set-up, same function: every ``neurons.Neuron`` becomes
+    """Make ``model`` the earlier re-creation of the authors' set-up (``authors.AuthorsNet`` is the
+    faithful one), same function: every ``neurons.Neuron`` becomes
     spikingjelly's multi-step ``LIFNode`` (tau 2, hard reset to 0, detached reset, sigmoid surrogate
     alpha 4) with the neuron's ``v_threshold``; every ``kernels.MaxPool`` becomes ``nn.MaxPool2d``;
     and no layer keeps its spike input as bytes (the nodes say ``spiking = False``; the patch
@@ -111,6 +117,7 @@ class Config:
     device: str = "cpu"
     amp: bool = False              # bfloat16 autocast
     spikingjelly: bool = False     # swap spikingjelly's LIFNode in for our neurons
+    authors: bool = False          # the authors' set-up instead of our model (authors.AuthorsNet)
     neuron_backend: str = "auto"
     checkpoint_stages: bool = False
     threads: int = 0               # torch CPU threads in a child process (0: torch's default)
@@ -130,6 +137,8 @@ class Workload:
         if cfg.spikingjelly:
             swap_in_spikingjelly(model)
         model.checkpoint_stages = cfg.checkpoint_stages
+        if cfg.authors:
+            model = AuthorsNet(cfg.model, model)
         self.model = model.to(self.device)
         c = model.cfg
         T = c.T if cfg.T is None else cfg.T
@@ -150,7 +159,8 @@ class Workload:
             torch.cuda.synchronize(self.device)
 
     def forward(self, model: torch.nn.Module) -> torch.Tensor:
-        """Logits of the batch; clears spikingjelly's membrane state afterwards."""
+        """Logits of the batch; clears spikingjelly's membrane state afterwards (the authors' set-up
+        keeps its neurons' state until :meth:`reset`)."""
         with self.autocast():
             out = model(self.x)
         if self.cfg.spikingjelly:
@@ -158,30 +168,38 @@ class Workload:
             reset_net(model)
         return out
 
-    def train_step(self) -> None:
-        """Forward, cross-entropy, backward and one AdamW step."""
+    def reset(self, model: torch.nn.Module) -> None:
+        """The authors' ``functional.reset_net`` after a step: frees what their neurons kept."""
+        if isinstance(model, AuthorsNet):
+            model.reset()
+
+    def loss(self) -> torch.Tensor:
+        """Cross-entropy of a training forward of the batch (the model in training mode)."""
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss = torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
-        loss.backward()
+            return torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
+
+    def train_step(self) -> None:
+        """Forward, cross-entropy, backward and one AdamW step (then the authors' state reset)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss().backward()
         self.optimizer.step()
+        self.reset(self.model)
 
     def saved_bytes(self) -> int:
-        """Bytes autograd keeps for the backward of one training forward (``kernels.saved_bytes``)."""
-        self.model.train()
-
-        def loss() -> torch.Tensor:
-            with self.autocast():
-                return torch.nn.functional.cross_entropy(self.forward(self.model), self.y)
-
-        return kernels.saved_bytes(loss)
+        """Bytes a training forward keeps for the backward (``kernels.saved_bytes``), the authors'
+        neurons' kept state included."""
+        try:
+            return kernels.saved_bytes(self.loss)
+        finally:
+            self.reset(self.model)
 
     @torch.no_grad()
     def infer(self) -> None:
         """One inference batch (eval mode, no graph)."""
         self.model.eval()
         self.forward(self.model)
+        self.reset(self.model)
 
     @torch.no_grad()
     def infer_fused(self) -> None:
@@ -189,6 +207,7 @@ class Workload:
         if self.fused is None:
             self.fused = copy.deepcopy(self.model.eval()).fuse()
         self.forward(self.fused)
+        self.reset(self.fused)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -267,6 +286,25 @@ def _measure_child(cfg_dict: dict) -> dict[str, float]:
             raise
         out["oom"] = str(err).splitlines()[0][:200]
     return out
+
+
+def _process_peak_child(cfg_dict: dict, steps: int) -> int:
+    """Runs in a fresh process: builds the workload, runs ``steps`` training steps, returns ``VmHWM``."""
+    cfg = Config(**cfg_dict)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Workload(cfg)
+    for _ in range(steps):
+        work.train_step()
+    return rss_bytes("VmHWM")
+
+
+def process_peak(cfg: Config, steps: int = 3) -> int:
+    """Peak resident bytes of a whole fresh process that builds ``cfg``'s workload and runs ``steps``
+    training steps (libraries, allocator slack and the first step included; see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_process_peak_child, (asdict(cfg), steps))
 
 
 @contextmanager
