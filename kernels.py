@@ -349,7 +349,7 @@ def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
     storage counted once: what autograd saves, and whatever else the forward made that is still
     alive when it returns (what a saved-tensor hook keeps instead, or a leak), its return value excepted.
 
-    How the memory savings of this module, of the fused neurons and of ``maxformer.spike_after_norm``
+    How the memory savings of this module, of the fused neurons and of ``memory.py``
     are measured (tests and bench/). Tensors from outside ``fn`` that autograd saves under one of
     those hooks are not seen (only the innermost saved-tensor hook runs); they are parameters.
     """

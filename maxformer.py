@@ -30,7 +30,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kernels import MaxPool, saved_as_bytes, spike_conv
-from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend, rebuild_membrane
+import memory
+from memory import SpikeSource, is_spikes, remember_norm
+from neurons import Neuron, NeuronSpec
 
 
 # ----------------------------------------------------------------------------- time folding
@@ -45,65 +47,21 @@ def unfold(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unflatten(0, (T, -1))
 
 
-# Stands in, among autograd's saved tensors, for a neuron's membrane H that the backward recomputes.
-RECOMPUTED_MEMBRANE = object()
+def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None) -> torch.Tensor:
+    """``conv -> BN [-> pool]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded into batch for
+    the convolution and the BN).
 
-
-def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> torch.Tensor:
-    """``neuron(unfold(bn(c)))``, where nothing else reads the BN output.
-
-    In training, a fused-backend LIF/IF keeps its membrane ``H`` for the backward; here ``H`` is
-    instead rebuilt in the backward from the BN input ``c``, which the BN keeps anyway: the same BN
-    (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
-    the same bits, and 4 bytes per element (float32) less are kept. The rebuilt ``H`` overwrites the
-    recomputed BN output and no spikes are kept (``neurons.rebuild_membrane``), so the rebuild makes
-    one new tensor, not three. Both modules are still called,
-    so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
-    backend, other neurons) run plainly. Where a pool sits between the BN and the neuron,
-    :func:`frames` does not rebuild: the rebuild would cost the pool again and, for the moment of the
-    rebuild, the full-resolution BN output (tried in the second pass of issue 12: slower, and no
-    lower peak on the event model).
-    """
-    y = unfold(bn(c), T)
-    plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
-                 and y.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(c.device.type))
-    backend = None if plain else pick_backend(y, neuron.backend)
-    if backend not in KERNELS:
-        return neuron(y)
-    # The hooks live as long as what they saved: they must not hold y (or the BN output would stay alive).
-    membrane_shape, dtype = torch.Size((T, y[0].numel())), y.dtype
-
-    def pack(t: torch.Tensor) -> object:
-        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == dtype else t
-
-    def unpack(saved: object) -> torch.Tensor:
-        if saved is not RECOMPUTED_MEMBRANE:
-            return saved
-        with torch.no_grad():
-            mean, var = (None if b is None else torch.zeros_like(b) for b in (bn.running_mean, bn.running_var))
-            y_again = nn.functional.batch_norm(c, mean, var, bn.weight, bn.bias, True, 0.0, bn.eps)
-            return rebuild_membrane(y_again.reshape(T, -1), neuron.dynamics, backend)  # over y_again
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        return neuron(y)
-
-
-def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None,
-           spikes: bool = False, then: Neuron | None = None) -> torch.Tensor:
-    """``conv -> BN [-> pool] [-> then]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded
-    into batch for the convolution and the BN; ``then`` is a neuron reading the result).
-
-    ``spikes=True`` says ``x`` is a spiking neuron's output (exactly 0/1): the convolution then keeps
-    it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers. A
-    ``then`` neuron right after the BN (no pool, or an identity) rebuilds its membrane in the backward
-    (:func:`spike_after_norm`).
+    The one place where the memory plan (memory.py) meets the layers: spikes of a lean model's
+    neuron are convolved through ``kernels.spike_conv`` (kept as bytes for the backward, same
+    numbers), and a BN output with no pool after it is announced to the neuron that may read it
+    (``memory.remember_norm``: that neuron rebuilds its membrane in the backward).
     """
     T = x.shape[0]
-    c = spike_conv(conv, fold(x)) if spikes else conv(fold(x))
-    if then is not None and (pool is None or isinstance(pool, nn.Identity)):
-        return spike_after_norm(then, bn, c, T)
+    c = spike_conv(conv, fold(x)) if is_spikes(x) else conv(fold(x))
     y = unfold(bn(c) if pool is None else pool(bn(c)), T)
-    return y if then is None else then(y)
+    if pool is None or isinstance(pool, nn.Identity):
+        remember_norm(bn, c, y)
+    return y
 
 
 class FoldTime(nn.Module):
@@ -141,24 +99,19 @@ class Unit(nn.Module, HasConvBN):
     """``Conv2d(k, s, p, bias=False) -> BN2d -> [pool 3x3/2]`` on ``[T, B, Cin, H, W]``.
 
     This is docs/reference/models.md's ``Unit`` without its leading LIF: embeddings own their neurons,
-    because a main path and a shortcut often read the same spikes (computed once). ``spikes``: the
-    input is a spiking neuron's output (see :func:`frames`).
+    because a main path and a shortcut often read the same spikes (computed once).
     """
 
-    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None,
-                 spikes: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None) -> None:
         super().__init__()
         self.embed_conv, self.embed_bn = conv_bn(cin, cout, k, s)
         self.pool = make_pool(pool, 2)
-        self.spikes = spikes
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.embed_conv, self.embed_bn)]
 
-    def forward(self, x: torch.Tensor, then: Neuron | None = None) -> torch.Tensor:
-        """The unit's output membrane, or the spikes of the ``then`` neuron reading it (which then
-        rebuilds its membrane in the backward, :func:`spike_after_norm`)."""
-        return frames(x, self.embed_conv, self.embed_bn, self.pool, self.spikes, then)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return frames(x, self.embed_conv, self.embed_bn, self.pool)
 
 
 # ----------------------------------------------------------------------------- patch embeddings
@@ -175,21 +128,21 @@ class EmbedOrig(nn.Module, HasConvBN):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 2, 3)
         self.lif = neuron()
-        self.embed1 = Unit(dim // 2, dim, 3, spikes=neuron.spiking)
-        self.embed2 = Unit(dim // 2, dim, 1, spikes=neuron.spiking)
+        self.embed1 = Unit(dim // 2, dim, 3)
+        self.embed2 = Unit(dim // 2, dim, 1)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = frames(x, self.proj_conv, self.proj_bn, then=self.lif)
+        s = self.lif(frames(x, self.proj_conv, self.proj_bn))
         return self.embed1(s) + self.embed2(s)
 
 
 def conv_path_start(cin: int, dim: int, neuron: NeuronSpec) -> tuple[Neuron, Unit, Neuron]:
     """``LIF -> Unit(conv3x3) -> LIF``: how Embed-Orig-later and Embed-1Max begin (as ``lif1``,
     ``embed1``, ``lif2``, their checkpoint keys, assigned in that order)."""
-    return neuron(), Unit(cin, dim, 3, spikes=neuron.spiking), neuron()
+    return neuron(), Unit(cin, dim, 3), neuron()
 
 
 class EmbedOrigLater(nn.Module):
@@ -201,12 +154,12 @@ class EmbedOrigLater(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
-        self.embed2 = Unit(dim, dim, 3, 2, spikes=neuron.spiking)
-        self.embed3 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
+        self.embed2 = Unit(dim, dim, 3, 2)
+        self.embed3 = Unit(cin, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed2(self.embed1(s, then=self.lif2)) + self.embed3(s)
+        return self.embed2(self.lif2(self.embed1(s))) + self.embed3(s)
 
 
 class EmbedMax(nn.Module):
@@ -219,14 +172,14 @@ class EmbedMax(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1 = neuron()
-        self.max_embed1 = Unit(cin, dim, 3, pool=self.pool, spikes=neuron.spiking)
+        self.max_embed1 = Unit(cin, dim, 3, pool=self.pool)
         self.lif2 = neuron()
-        self.embed1 = Unit(dim, dim, 3, spikes=neuron.spiking)
-        self.max_embed2 = Unit(cin, dim, 1, pool=self.pool, spikes=neuron.spiking)
+        self.embed1 = Unit(dim, dim, 3)
+        self.max_embed2 = Unit(cin, dim, 1, pool=self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed1(self.max_embed1(s, then=self.lif2)) + self.max_embed2(s)
+        return self.embed1(self.lif2(self.max_embed1(s))) + self.max_embed2(s)
 
 
 class EmbedAvg(EmbedMax):
@@ -244,12 +197,12 @@ class Embed1Max(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
-        self.max_embed1 = Unit(dim, dim, 3, pool="max", spikes=neuron.spiking)
-        self.embed2 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
+        self.max_embed1 = Unit(dim, dim, 3, pool="max")
+        self.embed2 = Unit(cin, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.max_embed1(self.embed1(s, then=self.lif2)) + self.embed2(s)
+        return self.max_embed1(self.lif2(self.embed1(s))) + self.embed2(s)
 
 
 class EmbedMaxPlus(nn.Module, HasConvBN):
@@ -263,19 +216,19 @@ class EmbedMaxPlus(nn.Module, HasConvBN):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 8, 3)
         self.lif1 = neuron()
-        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max", spikes=neuron.spiking)
+        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max")
         self.lif2 = neuron()
-        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max", spikes=neuron.spiking)
+        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max")
         self.lif3 = neuron()
-        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max", spikes=neuron.spiking)
-        self.embed1 = Unit(dim // 4, dim, 1, 4, spikes=neuron.spiking)
+        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max")
+        self.embed1 = Unit(dim // 4, dim, 1, 4)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1), then=self.lif2)
-        return self.max_embed3(self.max_embed2(s, then=self.lif3)) + self.embed1(s)
+        s = self.lif2(self.max_embed1(self.lif1(frames(x, self.proj_conv, self.proj_bn))))
+        return self.max_embed3(self.lif3(self.max_embed2(s))) + self.embed1(s)
 
 
 class EmbedOrigImageNet(nn.Module):
@@ -287,16 +240,16 @@ class EmbedOrigImageNet(nn.Module):
 
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        self.embed1 = Unit(cin, dim // 2, 3, 2, spikes=False)
+        self.embed1 = Unit(cin, dim // 2, 3, 2)
         self.lif1 = neuron()
-        self.embed2 = Unit(dim // 2, dim, 3, 2, spikes=neuron.spiking)
+        self.embed2 = Unit(dim // 2, dim, 3, 2)
         self.lif2 = neuron()
-        self.embed3 = Unit(dim, dim, 3, spikes=neuron.spiking)
-        self.embed4 = Unit(dim // 2, dim, 1, 2, spikes=neuron.spiking)
+        self.embed3 = Unit(dim, dim, 3)
+        self.embed4 = Unit(dim // 2, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.embed1(x, then=self.lif1)
-        return self.embed3(self.embed2(s, then=self.lif2)) + self.embed4(s)
+        s = self.lif1(self.embed1(x))
+        return self.embed3(self.lif2(self.embed2(s))) + self.embed4(s)
 
 
 class QKEmbedInit(nn.Module, HasConvBN):
@@ -321,11 +274,9 @@ class QKEmbedInit(nn.Module, HasConvBN):
                 (self.proj_conv2, self.proj_bn2), (self.rpe_conv, self.rpe_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.proj_lif.spiking
-        s = frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool, then=self.proj_lif)
-        y = frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1, spikes, then=self.proj_lif1)
-        return frames(y, self.proj_conv2, self.proj_bn2, spikes=spikes) + frames(s, self.rpe_conv, self.rpe_bn,
-                                                                                 spikes=spikes)
+        s = self.proj_lif(frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool))
+        y = self.proj_lif1(frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1))
+        return frames(y, self.proj_conv2, self.proj_bn2) + frames(s, self.rpe_conv, self.rpe_bn)
 
 
 class QKEmbedStage(nn.Module, HasConvBN):
@@ -348,11 +299,9 @@ class QKEmbedStage(nn.Module, HasConvBN):
                 (self.proj_res_conv, self.proj_res_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.proj_lif.spiking
         s = self.proj_lif(x)
-        y = frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool, spikes, then=self.proj_lif4)
-        return frames(y, self.proj4_conv, self.proj4_bn, spikes=spikes) + frames(
-            s, self.proj_res_conv, self.proj_res_bn, spikes=spikes)
+        y = self.proj_lif4(frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool))
+        return frames(y, self.proj4_conv, self.proj4_bn) + frames(s, self.proj_res_conv, self.proj_res_bn)
 
 
 # name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
@@ -408,20 +357,22 @@ class DWC(nn.Module, HasConvBN):
         return [(self.conv, self.conv_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + frames(self.conv_neuron(x), self.conv, self.conv_bn, spikes=self.conv_neuron.spiking)
+        return x + frames(self.conv_neuron(x), self.conv, self.conv_bn)
 
 
-class SpikeProduct(nn.Module):
+class SpikeProduct(nn.Module, SpikeSource):
     """A product in an attention mixer whose first operand is a neuron's output (and whose first
     ``binary`` operands are spiking neurons' outputs: 0 in the ANN twin), as a module so analysis tools can hook it (``energy.py`` counts ``macs_per_element``
     multiply-accumulates per element of the first operand, gated by its firing rate). In a float32
     training forward the binary operands are kept as one byte per element for the backward
     (``kernels.saved_as_bytes``; under autocast the product saves its own half-precision copies, as
-    autograd does). No parameters, no state-dict entries."""
+    autograd does). ``spiking``: the product of binary operands is binary too (a mask times spikes),
+    so the layer reading it keeps it as bytes as well (memory.py). No parameters, no state-dict entries."""
 
-    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int, binary: int) -> None:
+    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int, binary: int,
+                 spiking: bool = False) -> None:
         super().__init__()
-        self.product, self.macs_per_element, self.binary = product, macs_per_element, binary
+        self.product, self.macs_per_element, self.binary, self.spiking = product, macs_per_element, binary, spiking
 
     def forward(self, spikes: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         operands = (spikes, *others)
@@ -460,11 +411,11 @@ class SpikeAttention(nn.Module, HasConvBN):
 
     def project(self, conv: nn.Conv1d, bn: nn.BatchNorm1d, lif: Neuron, s: torch.Tensor) -> torch.Tensor:
         """Spikes ``[T, B, C, N]`` of one projection of the input spikes ``s`` ``[T, B, C, N]``."""
-        return frames(s, conv, bn, spikes=self.x_lif.spiking, then=lif)
+        return lif(frames(s, conv, bn))
 
     def output(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """``attn_lif -> Conv1d -> BN1d`` on ``[T, B, C, N]``, back to the membrane's ``shape``."""
-        return frames(self.attn_lif(y), self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(shape)
+        return frames(self.attn_lif(y), self.proj_conv, self.proj_bn).reshape(shape)
 
 
 class SSA(SpikeAttention):
@@ -508,7 +459,7 @@ class SSA(SpikeAttention):
         y = self.qkv_product(q, self.kv_product(k, v)) * self.scale                  # q @ (k^T @ v) * scale
         y = self.output(y.transpose(3, 4).reshape(T, B, C, H * W), x.shape)          # heads back to channels
         if self.dwc is not None:  # SSA+DWC: a depth-wise 5x5 restores high frequencies (Table 7)
-            y = frames(self.dwc_neuron(y), self.dwc, self.dwc_bn, spikes=self.dwc_neuron.spiking)
+            y = frames(self.dwc_neuron(y), self.dwc, self.dwc_bn)
         return y + x
 
 
@@ -522,7 +473,7 @@ class TokenQK(SpikeAttention):
         spiking = neuron.spiking  # q, k and the mask are spikes (ReLU outputs in the ANN twin)
         self.q_sum = SpikeProduct(lambda q: q.sum(dim=3, keepdim=True), 1, binary=1 if spiking else 0)  # 1 add per q element
         self.mask_product = SpikeProduct(lambda mask, k: mask * k, dim // num_heads,  # d per mask element
-                                         binary=2 if spiking else 0)
+                                         binary=2 if spiking else 0, spiking=spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
@@ -531,7 +482,7 @@ class TokenQK(SpikeAttention):
         k = self.project(self.k_conv, self.k_bn, self.k_lif, s).unflatten(2, (self.num_heads, -1))
         mask = self.attn_lif(self.q_sum(q))                                           # [T, B, h, 1, N]
         y = self.mask_product(mask, k).flatten(2, 3)                                  # [T, B, C, N]
-        return frames(y, self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(x.shape) + x
+        return frames(y, self.proj_conv, self.proj_bn).reshape(x.shape) + x
 
 
 # name -> factory(dim, num_heads, neuron). Register your own mixer here to use it in spec strings.
@@ -574,13 +525,10 @@ class MLP(nn.Module, HasConvBN):
         return [(self.fc1_conv, self.fc1_bn), (self.fc2_conv, self.fc2_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.fc1_lif.spiking
+        h = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn)
         if self.inner_residual:
-            h = x = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes) + x
-            s = self.fc2_lif(h)
-        else:
-            s = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes, then=self.fc2_lif)
-        return x + frames(s, self.fc2_conv, self.fc2_bn, spikes=spikes)
+            h = x = h + x
+        return x + frames(self.fc2_lif(h), self.fc2_conv, self.fc2_bn)
 
 
 class Block(nn.Module):
@@ -638,6 +586,12 @@ class SpikingNet(nn.Module):
 
     cfg: NetConfig
     checkpoint_stages: bool = False
+
+    def set_lean(self, on: bool) -> "SpikingNet":
+        """The model-level memory switch (memory.py; on from construction): spikes kept as bytes and
+        membranes rebuilt after BN for the backward. The same numbers either way."""
+        memory.lean(self, on)
+        return self
 
     @property
     def T(self) -> int:
@@ -775,6 +729,7 @@ class MaxFormer(SpikingNet):
         for embed in embeds:
             self.stride *= embed.stride
         init_weights(self, cfg.init)
+        memory.install(self)
 
     def embeddings_and_blocks(self) -> list[tuple[nn.Module, nn.ModuleList]]:
         """Stage i's patch embedding and its blocks, for the stages the model has."""
@@ -835,9 +790,8 @@ class BasicBlock(nn.Module, HasConvBN):
         return [(self.conv1, self.bn1), (self.conv2, self.bn2), *shortcut]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.spike1.spiking
-        y = frames(self.spike1(x), self.conv1, self.bn1, self.pool, spikes, then=self.spike2)
-        y = frames(y, self.conv2, self.bn2, spikes=spikes)
+        y = self.spike2(frames(self.spike1(x), self.conv1, self.bn1, self.pool))
+        y = frames(y, self.conv2, self.bn2)
         return y + (x if self.downsample is None else unfold(self.downsample(x), x.shape[0]))
 
 
@@ -869,6 +823,7 @@ class MaxResNet(SpikingNet, HasConvBN):
         self.spike = neuron()
         self.fc1 = nn.Linear(cfg.widths[-1], cfg.num_classes)
         self.stride = 2 ** (len(cfg.layers) - 1)
+        memory.install(self)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.conv1, self.bn1)]

@@ -356,7 +356,7 @@ KERNELS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
 def rebuild_membrane(x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
     """``H`` of input ``x`` ``[T, N]`` (``fused_forward(x, d)[1]``, same bits) through ``backend``'s
     forward, spikes not kept. With the eager ``fused`` backend ``H`` is written over ``x``, so the
-    caller must not need ``x`` again (``maxformer.spike_after_norm`` gives up a BN output it recomputed)."""
+    caller must not need ``x`` again (``memory.rebuild_after_norm`` gives up a BN output it recomputed)."""
     if backend == "fused":
         return fused_steps(x, d, x, None)
     return KERNELS[backend]()[0](x, d)[1]

@@ -76,8 +76,8 @@ def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
     """Make ``model`` the authors' set-up, same function: every ``neurons.Neuron`` becomes
     spikingjelly's multi-step ``LIFNode`` (tau 2, hard reset to 0, detached reset, sigmoid surrogate
     alpha 4) with the neuron's ``v_threshold``; every ``kernels.MaxPool`` becomes ``nn.MaxPool2d``;
-    and no layer keeps its spike input as bytes (the nodes say ``spiking = False``; the patch
-    embeddings' units and the attention products are told so). spikingjelly nodes keep their membrane between calls: call
+    and no layer keeps its spike input as bytes (the nodes are not ``neurons.Neuron``, so the memory plan,
+    memory.py, does not see them; the attention products are told so). spikingjelly nodes keep their membrane between calls: call
     ``spikingjelly.activation_based.functional.reset_net(model)`` after every forward."""
     try:
         from spikingjelly.activation_based.neuron import LIFNode
@@ -88,8 +88,6 @@ def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
         spiking = False  # our layers then save its output as autograd does, in the float dtype
 
     for module in list(model.modules()):
-        if isinstance(module, maxformer.Unit):
-            module.spikes = False
         if isinstance(module, maxformer.SpikeProduct):
             module.binary = 0
         for name, child in list(module.named_children()):

@@ -83,7 +83,7 @@ CODE_MAP = [
     ("a checkpoint's model, built from its recorded config", "maxformer.load_model", ""),
     ("spikes saved as bytes for the backward (memory)", "kernels.saved_as_bytes", ""),
     ("a convolution of spikes through it", "kernels.spike_conv", ""),
-    ("a membrane rebuilt after BN instead of kept (memory)", "maxformer.spike_after_norm", ""),
+    ("a membrane rebuilt after BN instead of kept (memory)", "memory.rebuild_after_norm", ""),
     ("max-pool that keeps two bytes per output (memory)", "kernels.MaxPool", ""),
     ("what a training forward leaves in memory", "kernels.saved_bytes", ""),
     ("Triton LIF kernels (CUDA)", "kernels.triton_kernels", "MultiStepLIFNode(backend='cupy')"),

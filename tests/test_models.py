@@ -419,7 +419,7 @@ def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, overrides, mo
     monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: conv(z))
     monkeypatch.setattr(maxformer, "saved_as_bytes", lambda *tensors: contextlib.nullcontext())
     floats, floats_bytes = run(), kernels.saved_bytes(model, x)
-    monkeypatch.setattr(maxformer, "spike_after_norm", lambda neuron, bn, c, T: neuron(maxformer.unfold(bn(c), T)))
+    model.set_lean(False)
     plain, plain_bytes = run(), kernels.saved_bytes(model, x)
     assert all(torch.equal(a, b) for a, b in zip(lean, plain))
     assert all(torch.equal(a, b) for a, b in zip(floats, plain))
@@ -463,12 +463,16 @@ def test_a_training_forward_frees_every_spike_and_norm_output(name, overrides):
     assert [n for n, (ref, address) in outputs.items() if not ref.expired() and address not in saved_as_is] == []
 
 
-def test_ann_twin_keeps_real_valued_inputs_in_float():
+def test_ann_twin_keeps_real_valued_inputs_in_float(monkeypatch):
     """ReLU outputs are not binary: the twin's convolutions must not go through bytes."""
     ann = create_model("max_former_tiny_ann")
     x = torch.rand(2, 2, 24, 24) * 3
-    assert ann.patch_embed2.max_embed1.spikes is False
+    convolved = []
+    monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: convolved.append(z) or conv(z))
     y = ann(x)
+    assert convolved == []
+    create_model("max_former_tiny")(x)  # the spiking twin does
+    assert len(convolved) > 10
     assert y.grad_fn is not None and torch.isfinite(y).all()
 
 
