@@ -15,6 +15,7 @@ import argparse
 import csv
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import Field, asdict, field, fields, replace
 from pathlib import Path
@@ -33,8 +34,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 
-from maxformer import FREE_OVERRIDES, read_checkpoint
+from zoo import create_model, dims_for_width, jsonable, parse_spec
 
 CHECKPOINT_FORMAT = "maxformer-train/2"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
@@ -52,10 +54,144 @@ class NonFiniteError(RuntimeError):
     """A NaN or infinity in the loss, gradient norm, weights or BatchNorm statistics."""
 
 
-def records_run(ckpt: dict) -> bool:
-    """Written by this train.py's current format, so carrying its model config and run settings
-    (``maxformer.is_ours`` also accepts the older format, which records weights only)."""
-    return ckpt.get("format") == CHECKPOINT_FORMAT
+# ----------------------------------------------------------------------------------------------
+# Reading: ours and the authors' released files; loading them into a model.
+
+# Known older key names of the released checkpoints -> the current names used here.
+KEY_ALIASES = ((".mixer.conv5.", ".mixer.conv."), (".mixer.conv5_bn.", ".mixer.conv_bn."))
+# Ours: the older format records the weights only; the current one (CHECKPOINT_FORMAT) also the model
+# config and the run's settings.
+OUR_FORMATS = ("maxformer-train/1", CHECKPOINT_FORMAT)
+# Overrides that change how a model runs, not what it computes: free to differ from a checkpoint's.
+FREE_OVERRIDES = ("neuron_backend",)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a checkpoint (corrupt, or needing pickle without the opt-in)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors, or
+    names a requested setting that contradicts the checkpoint's own config."""
+
+
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """The contents of a checkpoint file, ours (``format`` in :data:`OUR_FORMATS`) or the authors'.
+
+    Loads with ``torch.load(weights_only=True)``; a file that pickles other Python objects is only
+    unpickled with ``allow_pickle`` (unpickling can run arbitrary code). Raises FileNotFoundError for
+    a missing file and :class:`CheckpointError` for an empty, truncated or random one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(f"{path} is corrupt or not a checkpoint (it cannot be unpickled)") from None
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
+                f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
+                f"you trust the file's source, pass allow_pickle=True (command line: --allow-pickle).") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load's errors for a broken zip or stream have no common base class
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
+
+
+def is_ours(ckpt: Mapping, records_run: bool = False) -> bool:
+    """True for a checkpoint written by train.py; with ``records_run``, only in the current format,
+    which records the model config and the run's settings (what --resume restores)."""
+    return ckpt.get("format") in (OUR_FORMATS[-1:] if records_run else OUR_FORMATS)
+
+
+def official_state_dict(checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (a path or its contents): unwraps ``{"model": ...}`` /
+    ``{"state_dict": ...}``, strips DDP's ``module.`` prefix and renames known older keys
+    (:data:`KEY_ALIASES`)."""
+    sd = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint, allow_pickle)
+    for wrapper in ("model", "state_dict", "model_ema"):
+        if isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+            break
+    out = {}
+    for key, value in sd.items():
+        if not torch.is_tensor(value):
+            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        key = key.removeprefix("module.")
+        for old, new in KEY_ALIASES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> nn.Module:
+    """Load the authors' weights (a path or a state dict) into ``model``, strictly.
+
+    Keys are matched by name; a checkpoint that uses another naming scheme (fewer than half of its
+    names are ours, as in older releases) is matched by position, as the authors' own ImageNet test
+    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or
+    mis-shaped tensor raises :class:`CheckpointMismatchError` listing them all.
+    """
+    sd = official_state_dict(checkpoint, allow_pickle)
+    own = model.state_dict()
+    if len(sd) == len(own) and 2 * len(set(sd) & set(own)) < len(own):  # another naming scheme
+        sd = dict(zip(own, sd.values()))
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    misshaped = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
+                 for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        lines = [f"checkpoint does not fit {type(model).__name__} ({len(sd)} tensors vs {len(own)})"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def check_against(record: dict, name: str | None, spec: str | None, overrides: dict, where: str) -> None:
+    """CheckpointMismatchError if a requested name, spec item or override contradicts ``record``."""
+    if name is not None and name != record["name"]:
+        raise CheckpointMismatchError(f"{where} holds model {record['name']!r}, not {name!r}")
+    stored = record["overrides"]
+    requested = {**(parse_spec(spec) if spec else {}), **overrides}
+    if "width" in requested and "dims" in stored:
+        requested["dims"] = dims_for_width(stored["dims"], requested.pop("width"))
+    for key, value in requested.items():
+        if key in FREE_OVERRIDES:
+            continue
+        if key not in stored:
+            raise ValueError(f"unknown override {key!r} for {record['name']!r}; valid: {sorted(stored)}")
+        if jsonable(value) != stored[key]:
+            raise CheckpointMismatchError(f"{where} was trained with {key}={stored[key]!r}, not {key}={jsonable(value)!r}")
+
+
+def load_model(checkpoint: str | Path, name: str | None = None, spec: str | None = None,
+               allow_pickle: bool = False, **overrides) -> nn.Module:
+    """The model a checkpoint holds, with its weights.
+
+    Ours carries ``model_config`` (:func:`model_config`): the model is built from it, and a given
+    ``name``, ``spec`` item or override that contradicts it raises :class:`CheckpointMismatchError`
+    naming both values (``neuron_backend`` may differ). The authors' files, and ours from before
+    ``model_config``, carry no config: ``name`` (with ``spec`` and overrides) says what they hold.
+    """
+    ckpt = read_checkpoint(checkpoint, allow_pickle)
+    record = ckpt.get("model_config") if is_ours(ckpt) else None
+    if record is None:
+        if name is None:
+            raise ValueError(f"{checkpoint} records no model config (the authors' files do not): name the model")
+        model = create_model(name, spec, **overrides)
+    else:
+        check_against(record, name, spec, overrides, str(checkpoint))
+        free = {k: v for k, v in overrides.items() if k in FREE_OVERRIDES}
+        model = create_model(record["name"], spec=record["spec"], **{**record["overrides"], **free})
+    return load_official(model, ckpt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,7 +613,7 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
                   may_change: frozenset[str], model_settings: Sequence[str]) -> T:
     """--resume: the run's recorded settings (``cfg.resume``); --eval-only: the model's. Flags may
     not contradict them (SettingsError) unless they are in ``may_change`` or --override is given."""
-    if cfg.resume and not records_run(ckpt):
+    if cfg.resume and not is_ours(ckpt, records_run=True):
         raise SettingsError(f"{source} was not written by this train.py (no recorded settings); --resume needs "
                             "our last.pth or best.pth, --eval-only --checkpoint evaluates other files")
     if cfg.resume:
@@ -495,7 +631,7 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
                   f"recomputed over {restored.epochs} epochs; the learning rate follows the new curve from step "
                   f"{ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
         return restored
-    if records_run(ckpt):
+    if is_ours(ckpt, records_run=True):
         return restore_settings(cfg, given, ckpt["config"], model_settings, source, may_change, cfg.override)
     if "model" not in given:
         raise SettingsError(f"{source} records no model config (the authors' released weights?): name its model "
@@ -505,7 +641,7 @@ def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world:
 
 def same_model(record: dict, recorded: dict, source: str) -> None:
     """``record`` (what the settings and data build) must be the model ``source`` records, up to
-    ``maxformer.FREE_OVERRIDES`` (the neuron backend: same function)."""
+    :data:`FREE_OVERRIDES` (the neuron backend: same function)."""
     def function(r: dict) -> dict:
         return {**r, "overrides": {k: v for k, v in r["overrides"].items() if k not in FREE_OVERRIDES}}
     if function(record) != function(recorded):

@@ -88,7 +88,7 @@ class DatasetInfo:
         return self.T is not None
 
     def model_overrides(self) -> dict[str, int]:
-        """``maxformer.create_model`` overrides that size a model for this data (classes, channels,
+        """``zoo.create_model`` overrides that size a model for this data (classes, channels,
         resolution, and T for event data)."""
         sized = dict(num_classes=self.num_classes, in_channels=self.in_channels, img_size=self.image_size[0])
         return sized if self.T is None else {**sized, "T": self.T}

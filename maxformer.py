@@ -1,5 +1,5 @@
 """Max-Former, MS-QKFormer and Max-ResNet: every model of *Spiking Neural Networks Need
-High-Frequency Information* (Fang et al., NeurIPS 2025, arXiv 2505.18608), in one file.
+High-Frequency Information* (Fang et al., NeurIPS 2025, arXiv 2505.18608): the architecture.
 
 The paper's fix for the low-pass nature of spiking neurons (section 3.1) is two cheap operators:
 an extra max-pool in the patch embeddings (section 3.2, "Embed-Max") and depth-wise convolutions
@@ -13,24 +13,21 @@ Conventions (docs/reference/models.md):
 - attribute names follow the authors' checkpoint keys, so their released weights load by name, and
   the order in which a module assigns its layers is the order of the authors' keys.
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func:`load_model`,
-:func:`load_official`, :func:`read_checkpoint`, :func:`model_config`, :func:`calibrate_batchnorm`.
+The model list (names, spec strings, ``create_model``) is zoo.py; reading and loading checkpoints,
+checkpoints.py; keeping less memory for the backward, memory.py (one switch, :meth:`SpikingNet.set_lean`).
 """
 from __future__ import annotations
 
-import difflib
-import pickle
 import re
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kernels import MaxPool, saved_as_bytes, spike_conv
 import memory
+from kernels import MaxPool, saved_as_bytes, spike_conv
 from memory import SpikeSource, is_spikes, remember_norm
 from neurons import Neuron, NeuronSpec
 
@@ -846,292 +843,7 @@ class MaxResNet(SpikingNet, HasConvBN):
         return self.fc1(x).mean(0)                         # [B, classes]
 
 
-# ----------------------------------------------------------------------------- the zoo
-
-def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> MaxFormerConfig:
-    """ImageNet "10-D": widths D/4, D/2, D with 1, 2, 7 blocks, D/64 heads, T=1 (Table 3)."""
-    return MaxFormerConfig(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
-                           num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
-
-
-_EVENT = dict(dims=(128, 256), depths=(1, 1), mlp_ratio=1.0, num_heads=16, in_channels=2, img_size=128, T=16)
-_QK_CIFAR = dict(embeds=("orig", "1max", "1max"), mixers=("qk", "qk", "ssa"))
-_QK_EVENT = dict(_EVENT, embeds=("max_plus", "1max"), mixers=("qk", "ssa"))
-_MF_EVENT = dict(_EVENT, embeds=("max_plus", "max"), mixers=("dwc3", "ssa"))
-_RESNET_2222 = dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512))
-
-MODELS: dict[str, MaxFormerConfig | MaxResNetConfig] = {
-    "max_former_cifar10": MaxFormerConfig(),
-    "max_former_cifar100": MaxFormerConfig(num_classes=100),
-    "max_former_cifar10dvs": MaxFormerConfig(**_MF_EVENT, num_classes=10),
-    "max_former_dvsgesture": MaxFormerConfig(**_MF_EVENT, num_classes=11),
-    **{f"max_former_10_{d}": _imagenet(d, ("orig_imagenet", "max", "max"), ("dwc7", "dwc5", "ssa"))
-       for d in (384, 512, 768)},
-    "ms_qkformer_cifar10": MaxFormerConfig(**_QK_CIFAR),
-    "ms_qkformer_cifar100": MaxFormerConfig(**_QK_CIFAR, num_classes=100),
-    "ms_qkformer_cifar10dvs": MaxFormerConfig(**_QK_EVENT, num_classes=10),
-    "ms_qkformer_dvsgesture": MaxFormerConfig(**_QK_EVENT, num_classes=11),
-    **{f"ms_qkformer_10_{d}": _imagenet(d, ("qk_init", "qk_stage", "qk_stage"), ("qk", "qk", "ssa"))
-       for d in (384, 512, 768)},
-    "max_resnet18_cifar10": MaxResNetConfig(),
-    "max_resnet18_cifar100": MaxResNetConfig(num_classes=100),
-    "max_resnet18_2222_cifar10": MaxResNetConfig(**_RESNET_2222),
-    "max_resnet18_2222_cifar100": MaxResNetConfig(**_RESNET_2222, num_classes=100),
-    # Small Max-Former for the offline default dataset (2x24x24 event frames, T=4): trains on a CPU in minutes.
-    "max_former_tiny": MaxFormerConfig(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
-                                       mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2,
-                                       img_size=24, num_heads=4),
-}
-
-
-
-
-def list_models() -> list[str]:
-    """Every name :func:`create_model` accepts; ``<name>_ann`` is the non-spiking (ReLU) twin."""
-    return sorted(MODELS) + sorted(f"{name}_ann" for name in MODELS)
-
-
-SPEC_KEYS = {"embed": "embeds", "mixer": "mixers", "depth": "depths", "dim": "dims",
-             "mlp": "mlp_ratio", "heads": "num_heads", "layers": "layers", "widths": "widths"}
-
-
-def parse_spec(spec: str) -> dict[str, object]:
-    """Parse an ablation spec such as ``"embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2"`` into
-    config overrides (Tables 4 and 7). Keys: ``embed mixer depth dim mlp heads layers widths``.
-
-    A bad item raises ValueError naming it; names of embeddings and mixers, and the number of
-    entries per stage, are checked when the model is built.
-    """
-    out: dict[str, object] = {}
-    for item in spec.split():
-        key, sep, value = item.partition("=")
-        if not sep or key not in SPEC_KEYS:
-            raise ValueError(f"bad spec item {item!r}; write key=value with key in {sorted(SPEC_KEYS)}")
-        parts = value.split(",")
-        if not all(parts):
-            raise ValueError(f"bad spec item {item!r}: {key} needs comma-separated values, e.g. {key}=a,b,c")
-        try:
-            if key in ("embed", "mixer"):
-                out[SPEC_KEYS[key]] = tuple(parts)
-            elif key == "mlp":
-                out[SPEC_KEYS[key]] = float(value)
-            elif key == "heads":
-                out[SPEC_KEYS[key]] = int(value)
-            else:
-                out[SPEC_KEYS[key]] = tuple(int(p) for p in parts)
-        except ValueError:
-            kind = "a number" if key in ("mlp", "heads") else "comma-separated integers"
-            raise ValueError(f"bad spec item {item!r}: {key} takes {kind}") from None
-    return out
-
-
-def check_config(cfg: NetConfig) -> None:
-    """ValueError naming the field for any size, count or rate that cannot build a model."""
-    positive = {"T": cfg.T, "num_classes": cfg.num_classes, "in_channels": cfg.in_channels, "img_size": cfg.img_size}
-    if isinstance(cfg, MaxFormerConfig):
-        positive.update(num_heads=cfg.num_heads, **{f"dims[{i}]": d for i, d in enumerate(cfg.dims)},
-                        **{f"depths[{i}]": d for i, d in enumerate(cfg.depths)})
-        if not (isinstance(cfg.mlp_ratio, (int, float)) and cfg.mlp_ratio > 0):
-            raise ValueError(f"mlp_ratio must be a positive number, got {cfg.mlp_ratio!r}")
-    else:
-        positive.update(**{f"layers[{i}]": n for i, n in enumerate(cfg.layers)},
-                        **{f"widths[{i}]": w for i, w in enumerate(cfg.widths)})
-    for field, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field} must be a positive integer, got {value!r}")
-
-
-def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
-    """Build a model of the zoo by name (:func:`list_models`), with config overrides such as
-    ``T``, ``num_classes``, ``in_channels``, ``img_size``, ``neuron`` (``lif``/``if``/``relu``),
-    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, ``width`` (the last stage's width D of
-    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string.
-
-    Bad names, overrides and specs raise ValueError saying what is wrong. The model records how it
-    was built in ``model.config_record`` (see :func:`model_config`).
-    """
-    base = name.removesuffix("_ann")
-    if base not in MODELS:
-        close = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}choose one of: {', '.join(list_models())}")
-    if name.endswith("_ann"):
-        overrides.setdefault("neuron", "relu")
-    if spec:
-        overrides = {**parse_spec(spec), **overrides}
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # JSON lists
-    config = MODELS[base]
-    if "width" in overrides:
-        width = overrides.pop("width")
-        if not isinstance(config, MaxFormerConfig):
-            raise ValueError(f"width applies to Max-Former models, not {name!r}; use widths=... for Max-ResNet")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
-        dims = overrides.get("dims", config.dims)
-        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)  # the paper's "4-384": last width D
-    valid = {f.name for f in fields(config)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid | {'width'})}")
-    config = replace(config, **overrides)
-    check_config(config)
-    model = MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
-    model.config_record = {"name": name, "spec": spec or None,
-                           "overrides": {k: jsonable(v) for k, v in asdict(config).items()}}
-    return model
-
-
-def jsonable(value: object) -> object:
-    """Tuples as lists, so a config record survives JSON unchanged."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-def model_config(model: nn.Module) -> dict:
-    """The JSON-able record of everything that changes ``model``'s function:
-    ``{"name", "spec", "overrides"}``, where ``overrides`` is every field of the resolved config, so
-    ``create_model(cfg["name"], spec=cfg["spec"], **cfg["overrides"])`` rebuilds the same function."""
-    try:
-        record = model.config_record
-    except AttributeError:
-        raise ValueError(f"{type(model).__name__} was not built by maxformer.create_model; it has no config record") from None
-    return {"name": record["name"], "spec": record["spec"], "overrides": dict(record["overrides"])}
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-# Known older key names of the released checkpoints -> the current names used here.
-KEY_ALIASES = ((".mixer.conv5.", ".mixer.conv."), (".mixer.conv5_bn.", ".mixer.conv_bn."))
-OUR_FORMATS = ("maxformer-train/1", "maxformer-train/2")
-# Overrides that change how a model runs, not what it computes: free to differ from a checkpoint's.
-FREE_OVERRIDES = ("neuron_backend",)
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be read as a checkpoint (corrupt, or needing pickle without the opt-in)."""
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors, or
-    names a requested setting that contradicts the checkpoint's own config."""
-
-
-def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
-    """The contents of a checkpoint file, ours (``format`` in :data:`OUR_FORMATS`) or the authors'.
-
-    Loads with ``torch.load(weights_only=True)``; a file that pickles other Python objects is only
-    unpickled with ``allow_pickle`` (unpickling can run arbitrary code). Raises FileNotFoundError for
-    a missing file and :class:`CheckpointError` for an empty, truncated or random one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):
-            raise CheckpointError(f"{path} is corrupt or not a checkpoint (it cannot be unpickled)") from None
-        if not allow_pickle:
-            raise CheckpointError(
-                f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
-                f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
-                f"you trust the file's source, pass allow_pickle=True (command line: --allow-pickle).") from None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch.load's errors for a broken zip or stream have no common base class
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it holds a {type(ckpt).__name__})")
-    return ckpt
-
-
-def is_ours(ckpt: Mapping) -> bool:
-    """True for a checkpoint written by train.py."""
-    return ckpt.get("format") in OUR_FORMATS
-
-
-def official_state_dict(checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint (a path or its contents): unwraps ``{"model": ...}`` /
-    ``{"state_dict": ...}``, strips DDP's ``module.`` prefix and renames known older keys
-    (:data:`KEY_ALIASES`)."""
-    sd = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint, allow_pickle)
-    for wrapper in ("model", "state_dict", "model_ema"):
-        if isinstance(sd.get(wrapper), Mapping):
-            sd = sd[wrapper]
-            break
-    out = {}
-    for key, value in sd.items():
-        if not torch.is_tensor(value):
-            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-        key = key.removeprefix("module.")
-        for old, new in KEY_ALIASES:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
-
-
-def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> nn.Module:
-    """Load the authors' weights (a path or a state dict) into ``model``, strictly.
-
-    Keys are matched by name; a checkpoint that uses another naming scheme (fewer than half of its
-    names are ours, as in older releases) is matched by position, as the authors' own ImageNet test
-    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or
-    mis-shaped tensor raises :class:`CheckpointMismatchError` listing them all.
-    """
-    sd = official_state_dict(checkpoint, allow_pickle)
-    own = model.state_dict()
-    if len(sd) == len(own) and 2 * len(set(sd) & set(own)) < len(own):  # another naming scheme
-        sd = dict(zip(own, sd.values()))
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
-                 for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or misshaped:
-        lines = [f"checkpoint does not fit {type(model).__name__} ({len(sd)} tensors vs {len(own)})"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
-        raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(sd, strict=True)
-    return model
-
-
-def check_against(record: dict, name: str | None, spec: str | None, overrides: dict, where: str) -> None:
-    """CheckpointMismatchError if a requested name, spec item or override contradicts ``record``."""
-    if name is not None and name != record["name"]:
-        raise CheckpointMismatchError(f"{where} holds model {record['name']!r}, not {name!r}")
-    stored = record["overrides"]
-    requested = {**(parse_spec(spec) if spec else {}), **overrides}
-    if "width" in requested and "dims" in stored:
-        requested["dims"] = [d * requested.pop("width") // stored["dims"][-1] for d in stored["dims"]]
-    for key, value in requested.items():
-        if key in FREE_OVERRIDES:
-            continue
-        if key not in stored:
-            raise ValueError(f"unknown override {key!r} for {record['name']!r}; valid: {sorted(stored)}")
-        if jsonable(value) != stored[key]:
-            raise CheckpointMismatchError(f"{where} was trained with {key}={stored[key]!r}, not {key}={jsonable(value)!r}")
-
-
-def load_model(checkpoint: str | Path, name: str | None = None, spec: str | None = None,
-               allow_pickle: bool = False, **overrides) -> nn.Module:
-    """The model a checkpoint holds, with its weights.
-
-    Ours carries ``model_config`` (:func:`model_config`): the model is built from it, and a given
-    ``name``, ``spec`` item or override that contradicts it raises :class:`CheckpointMismatchError`
-    naming both values (``neuron_backend`` may differ). The authors' files, and ours from before
-    ``model_config``, carry no config: ``name`` (with ``spec`` and overrides) says what they hold.
-    """
-    ckpt = read_checkpoint(checkpoint, allow_pickle)
-    record = ckpt.get("model_config") if is_ours(ckpt) else None
-    if record is None:
-        if name is None:
-            raise ValueError(f"{checkpoint} records no model config (the authors' files do not): name the model")
-        model = create_model(name, spec, **overrides)
-    else:
-        check_against(record, name, spec, overrides, str(checkpoint))
-        free = {k: v for k, v in overrides.items() if k in FREE_OVERRIDES}
-        model = create_model(record["name"], spec=record["spec"], **{**record["overrides"], **free})
-    return load_official(model, ckpt)
-
+# ----------------------------------------------------------------------------- calibration
 
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:

@@ -43,14 +43,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, FlagParser, NonFiniteError, RunFolderError, SettingsError,
-                         StopFlag, count, default_run_name, flag_parser, records_run, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
-                         same_model, save_checkpoint, scalar_writer, set_rng_state,
+from checkpoints import (CSV_COLUMNS, CheckpointError, CheckpointMismatchError, FlagParser, NonFiniteError, RunFolderError,
+                         SettingsError, StopFlag, all_rng_states, count, default_run_name, flag_parser, is_ours,
+                         load_official, non_negative, on_main, open_run_folder, parse_flags, positive, positive_int,
+                         probability, read_checkpoint, same_model, save_checkpoint, scalar_writer, set_rng_state,
                          setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
 from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch, smooth_one_hot
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
-from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_official, model_config,
-                       parse_spec, read_checkpoint)
+from zoo import create_model, list_models, model_config, parse_spec
 from neurons import BACKENDS, Neuron
 from recipe import SCHEDULES, config_steps_per_epoch, lr_at, peak_lr, resolve_recipe
 
@@ -92,7 +92,7 @@ class Config:
                                     metavar="DIR")
     download: bool = setting(False, "download the dataset if it is missing and its licence allows it")
     spec: str | None = setting(None, "architecture overrides for ablations, e.g. 'embed=orig,max,max "
-                               "mixer=id,dwc3,ssa' (keys: see maxformer.parse_spec)", type=spec_string,
+                               "mixer=id,dwc3,ssa' (keys: see zoo.parse_spec)", type=spec_string,
                                metavar="'key=value ...'")
     T: int | None = setting(None, "time steps; default: the dataset's frame count for event data, else the "
                             "model's", names=("-T",), type=positive_int, metavar="STEPS")
@@ -588,7 +588,7 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, sets: tup
 def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, model: nn.Module,
                         test_set: Dataset, test_loader: DataLoader, dtype: torch.dtype | None) -> dict:
     """--eval-only: load the weights (ours by key, the authors' through load_official), evaluate."""
-    if records_run(ckpt):
+    if is_ours(ckpt, records_run=True):
         net.load_state_dict(ckpt["model"])
     else:
         load_official(net, ckpt, allow_pickle=cfg.allow_pickle)
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             train_set, test_set, info = build_data(cfg)
             net = build_model(model_record(cfg, info)).to(ctx.device)
-            if cfg.eval_only and records_run(ckpt) and not cfg.override:
+            if cfg.eval_only and is_ours(ckpt, records_run=True) and not cfg.override:
                 same_model(model_config(net), ckpt["model_config"], path)
             net.checkpoint_stages = cfg.checkpoint_stages
             model = torch.compile(net) if cfg.compile else net

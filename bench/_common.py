@@ -44,6 +44,7 @@ for path in (ROOT, ROOT / "bench"):
 
 import kernels  # noqa: E402
 import maxformer  # noqa: E402
+import zoo  # noqa: E402
 import neurons  # noqa: E402
 from bench_neurons import cpu_name  # noqa: E402
 
@@ -124,7 +125,7 @@ class Workload:
         overrides = {} if cfg.T is None else {"T": cfg.T}
         if cfg.neuron_backend != "auto":
             overrides["neuron_backend"] = cfg.neuron_backend
-        model = maxformer.create_model(cfg.model, **overrides)
+        model = zoo.create_model(cfg.model, **overrides)
         if cfg.spikingjelly:
             swap_in_spikingjelly(model)
         model.checkpoint_stages = cfg.checkpoint_stages

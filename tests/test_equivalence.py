@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maxformer import create_model, load_official
+from checkpoints import load_official
+from zoo import create_model
 
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly (requirements.txt) is not installed")
 REFERENCE = Path(__file__).parent / "reference"

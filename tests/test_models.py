@@ -14,8 +14,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 import kernels
 import maxformer
 import neurons
-from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_model, load_official,
-                       model_config, parse_spec, read_checkpoint)
+from checkpoints import (KEY_ALIASES, CheckpointError, CheckpointMismatchError, load_model, load_official,
+                         read_checkpoint)
+from zoo import create_model, list_models, model_config, parse_spec
 
 LAYOUTS = sorted((Path(__file__).parent / "reference").glob("*.json"))
 
@@ -29,7 +30,7 @@ def official_keys(path: Path) -> list[str]:
     """The layout's keys with the known older names mapped to ours (load_official does the same)."""
     keys = []
     for key in layout(path)["state_dict"]:
-        for old, new in maxformer.KEY_ALIASES:
+        for old, new in KEY_ALIASES:
             key = key.replace(old, new)
         keys.append(key)
     return keys

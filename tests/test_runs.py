@@ -16,7 +16,7 @@ import torch
 
 import checkpoints
 import train
-from maxformer import create_model, model_config
+from zoo import create_model, model_config
 from test_train import ROOT, on_call, one_thread, read_csv, tiny  # noqa: F401 (one_thread: an autouse fixture)
 
 
