@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from neurons import KERNELS, LIF, Neuron, pick_backend, rebuild_membrane
+from kernels import FUSED_BACKENDS, rebuild_membrane
+from neurons import LIF, Neuron, pick_backend
 
 # Storage address -> a weak reference to the storage of a spiking neuron's output (while it lives).
 SPIKES: dict[int, StorageWeakRef] = {}
@@ -60,7 +61,7 @@ def rebuild_after_norm(neuron: Neuron, args: tuple[torch.Tensor, ...]) -> None:
 
     The same BN (batch statistics, throwaway running buffers) and the same neuron kernel on the same
     numbers give the same bits, and 4 bytes per element (float32) less are kept. The rebuilt ``H``
-    overwrites the recomputed BN output and no spikes are kept (``neurons.rebuild_membrane``), so the
+    overwrites the recomputed BN output and no spikes are kept (``kernels.rebuild_membrane``), so the
     rebuild makes one new tensor, not three. The BN and the neuron still run as always, so their hooks
     see what they always see. Other cases (no gradient, autocast, the ``torch`` backend, other
     neurons, a pool between the BN and the neuron) run plainly: with a pool the rebuild would cost the
@@ -75,7 +76,7 @@ def rebuild_after_norm(neuron: Neuron, args: tuple[torch.Tensor, ...]) -> None:
             and torch.is_grad_enabled() and not torch.is_autocast_enabled(y.device.type)):
         return
     backend = pick_backend(y, neuron.backend)
-    if backend not in KERNELS:
+    if backend not in FUSED_BACKENDS:
         return
     # The hooks live as long as what they saved: they must not hold y (or the BN output would stay alive).
     membrane_shape, dtype, T, dynamics = torch.Size((y.shape[0], y[0].numel())), y.dtype, y.shape[0], neuron.dynamics

@@ -81,11 +81,13 @@ CODE_MAP = [
     ("model zoo by name", "zoo.create_model", ""),
     ("the authors' checkpoints", "checkpoints.load_official", ""),
     ("a checkpoint's model, built from its recorded config", "checkpoints.load_model", ""),
+    ("the memory plan, one switch per model (memory)", "memory.install", ""),
     ("spikes saved as bytes for the backward (memory)", "kernels.saved_as_bytes", ""),
     ("a convolution of spikes through it", "kernels.spike_conv", ""),
     ("a membrane rebuilt after BN instead of kept (memory)", "memory.rebuild_after_norm", ""),
     ("max-pool that keeps two bytes per output (memory)", "kernels.MaxPool", ""),
     ("what a training forward leaves in memory", "kernels.saved_bytes", ""),
+    ("the fused LIF/IF algorithm: all T steps in one autograd node (speed)", "kernels.FusedSequence", ""),
     ("Triton LIF kernels (CUDA)", "kernels.triton_kernels", "MultiStepLIFNode(backend='cupy')"),
 ]
 
