@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import augment
 import data
 import events as ev_module
 import fake_datasets as fk
@@ -457,10 +458,10 @@ def test_cifar_transforms_shapes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     for train in (True, False):
-        x = data.cifar_transforms(train)(image)
+        x = augment.cifar_transforms(train)(image)
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    plain = data.cifar_transforms(False)(image)
-    mean, std = data.NORMALIZATION["cifar10"]
+    plain = augment.cifar_transforms(False)(image)
+    mean, std = augment.NORMALIZATION["cifar10"]
     expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(mean)[:, None, None]) \
         / torch.tensor(std)[:, None, None]
     assert torch.allclose(plain, expected, atol=1e-6)
