@@ -43,11 +43,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import (CSV_COLUMNS, CheckpointError, CheckpointMismatchError, FlagParser, NonFiniteError, RunFolderError,
-                         SettingsError, StopFlag, all_rng_states, count, default_run_name, flag_parser, is_ours,
-                         load_official, non_negative, on_main, open_run_folder, parse_flags, positive, positive_int,
-                         probability, read_checkpoint, same_model, save_checkpoint, scalar_writer, set_rng_state,
-                         setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
+from checkpoints import (CSV_COLUMNS, CheckpointError, CheckpointMismatchError, NonFiniteError, RunFolderError, StopFlag,
+                         all_rng_states, default_run_name, is_ours, load_official, on_main, open_run_folder,
+                         read_checkpoint, save_checkpoint, scalar_writer, set_rng_state, what_went_nonfinite,
+                         write_curves, write_log, write_text)
+from settings import (FlagParser, Roles, SettingsError, count, flag_parser, non_negative, parse_flags, positive,
+                      positive_int, probability, same_model, setting, settings_from, to_yaml)
 from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch, smooth_one_hot
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
 from zoo import create_model, list_models, model_config, parse_spec
@@ -175,11 +176,11 @@ class Config:
 
 GROUPS = {"model": "model and data", "epochs": "optimisation (AdamW)", "schedule": "learning-rate schedule",
           "smoothing": "regularisation", "output": "run"}
-RUN_ONLY = frozenset({"config", "output", "overwrite", "resume", "override", "eval_only", "checkpoint",
-                      "allow_pickle", "print_recipe", "steps_per_epoch"})
-MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "data_dir", "cache_dir", "download", "compile",
-                                  "checkpoint_stages", "neuron_backend"})
-MODEL_SETTINGS = ("model", "spec", "T", "neuron", "dataset", "label_order")
+ROLES = Roles(run_only=frozenset({"config", "output", "overwrite", "resume", "override", "eval_only", "checkpoint",
+                                  "allow_pickle", "print_recipe", "steps_per_epoch"}),
+              may_change=frozenset({"epochs", "workers", "device", "data_dir", "cache_dir", "download", "compile",
+                                    "checkpoint_stages", "neuron_backend"}),
+              model=("model", "spec", "T", "neuron", "dataset", "label_order"))
 
 
 def build_parser(defaults: bool = True) -> FlagParser:
@@ -551,7 +552,7 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, sets: tup
     eval_dtype = None if cfg.eval_precision == "fp32" else dtype
     scalars = scalar_writer(out / "tensorboard", purge_step=run.epoch + 1) if ctx.is_main else None
     if ctx.is_main:
-        write_text(out / "config.yaml", to_yaml(cfg, RUN_ONLY))
+        write_text(out / "config.yaml", to_yaml(cfg, ROLES.run_only))
         write_text(out / "recipe.json", json.dumps(resolve_recipe(cfg, steps, ctx.world), indent=2) + "\n")
         write_log(out / "log.csv", run.history)
         samples = f"{len(train_set)} train / {len(test_set)} test samples"
@@ -616,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict:
             path = cfg.resume or cfg.checkpoint
             ckpt = read_checkpoint(path, cfg.allow_pickle and cfg.eval_only) if path else None
             if path:
-                cfg = settings_from(ckpt, cfg, given, path, ctx.world, RUN_ONLY, MAY_CHANGE_ON_RESUME, MODEL_SETTINGS)
+                cfg = settings_from(ckpt, cfg, given, path, ctx.world, ROLES)
             if cfg.resume and ckpt["epoch"] >= cfg.epochs and ckpt["step"] == 0:
                 return finished(ckpt, cfg, cfg.resume)
             parameters = checked_model_size(cfg)

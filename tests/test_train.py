@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import checkpoints
+import settings
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def test_help_documents_every_flag(capsys):
         train.main(["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    for flag in checkpoints.valid_flags(parser):
+    for flag in settings.valid_flags(parser):
         assert flag in out
 
 
