@@ -93,6 +93,7 @@ def test_bench_scaling_sweep_and_fit():
     assert "time  =" in bench_scaling.report("T", res, memory=False)
 
 
+@pytest.mark.slow
 def test_bench_revisions_alternates_fresh_processes_that_compute_the_same():
     """Compared with itself, the code gives the same loss in every process, and each process times its steps."""
     results = bench_revisions.compare(bench_revisions.ROOT, "again", TINY, batch=2, rounds=2, steps=1)
