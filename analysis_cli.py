@@ -3,7 +3,7 @@ checkpoints, and the small measuring tools (the binary check, forward hooks, CSV
 
 Which model is analysed (:func:`build_model`), in this order:
 
-1. ``--checkpoint PATH``: the model its config describes (``maxformer.load_model``); ``--model``,
+1. ``--checkpoint PATH``: the model its config describes (``checkpoints.load_model``); ``--model``,
    ``--spec``, ``-T`` or ``--neuron`` that contradict the checkpoint are an error naming both values.
    The authors' released files carry no config: ``--model`` names the model, as for ``train.py``.
 2. Otherwise the checkpoint shipped in ``docs/checkpoints/`` for this model, spec, neuron and
@@ -29,8 +29,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+import checkpoints
 import data
 import maxformer
+import zoo
 
 CHECKPOINTS = Path(__file__).resolve().parent / "docs" / "checkpoints"
 DEFAULT_MODEL = "max_former_tiny"
@@ -63,9 +65,9 @@ SHIPPED = (ShippedRun("max_former_tiny", DEFAULT_MODEL, None, None, (0, 1)),
 
 
 def model_config(model: str, spec: str | None, neuron: str | None) -> object:
-    """The config ``maxformer.create_model`` builds for these options (on the meta device: no memory)."""
+    """The config ``zoo.create_model`` builds for these options (on the meta device: no memory)."""
     with torch.device("meta"):
-        return maxformer.create_model(model, spec=spec, **({"neuron": neuron} if neuron else {})).cfg
+        return zoo.create_model(model, spec=spec, **({"neuron": neuron} if neuron else {})).cfg
 
 
 def shipped_checkpoint(model: str, spec: str | None, neuron: str | None, seed: int) -> Path | None:
@@ -125,9 +127,9 @@ class UsageError(ValueError):
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model, checkpoint and data options of ``spectrum.py spatial/compare`` and ``energy.py``."""
     parser.add_argument("--model", default=None,
-                        help=f"model name from maxformer.list_models() (default: the checkpoint's, else {DEFAULT_MODEL})")
+                        help=f"model name from zoo.list_models() (default: the checkpoint's, else {DEFAULT_MODEL})")
     parser.add_argument("--spec", default=None,
-                        help='ablation spec for maxformer.create_model, e.g. "embed=orig,avg,avg mixer=id,avg,ssa"')
+                        help='ablation spec for zoo.create_model, e.g. "embed=orig,avg,avg mixer=id,avg,ssa"')
     parser.add_argument("-T", type=int, default=None,
                         help="time steps (default: the checkpoint's; else the dataset's frames for event data, "
                              "else the model's T)")
@@ -202,14 +204,6 @@ def checkpoint_for(args: argparse.Namespace, spec: str | None, explicit: str | N
     return shipped_checkpoint(args.model or DEFAULT_MODEL, spec, args.neuron, args.seed)
 
 
-def is_ours(checkpoint: Path | None, allow_pickle: bool) -> bool:
-    """True for a checkpoint written by ``train.py`` (it records its model's config)."""
-    if checkpoint is None:
-        return False
-    ckpt = maxformer.read_checkpoint(checkpoint, allow_pickle=allow_pickle)
-    return isinstance(ckpt, dict) and str(ckpt.get("format", "")).startswith("maxformer-train/")
-
-
 def load_inputs(args: argparse.Namespace, T: int | None = None) -> tuple[list[torch.Tensor], data.DatasetInfo]:
     """A fixed, seeded subset (``--samples``, ``--sample-seed``) of the chosen split as input batches,
     and the dataset info; event frames have ``T`` frames (default: ``-T``, else the dataset's)."""
@@ -234,13 +228,13 @@ def build_model(args: argparse.Namespace, info: data.DatasetInfo, batches: Seque
     """The model to analyse (see the module docstring), sized for the dataset, in eval mode."""
     overrides = {**info.model_overrides(), **flag_overrides(args)}
     if checkpoint is not None:
-        model = maxformer.load_model(checkpoint, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
+        model = checkpoints.load_model(checkpoint, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
                                      **overrides)
         record = model.config_record
         return Analysed(model.eval(), record["name"], record["spec"], checkpoint)
     torch.manual_seed(args.seed)
     name = args.model or DEFAULT_MODEL
-    model = maxformer.create_model(name, spec=spec, **overrides)
+    model = zoo.create_model(name, spec=spec, **overrides)
     return Analysed(maxformer.calibrate_batchnorm(model, batches), name, spec, None)
 
 
@@ -262,8 +256,8 @@ def prepare(args: argparse.Namespace, spec: str | None = None,
     T it was trained with; the data; the model (:func:`build_model`). Says what it analyses."""
     path = checkpoint_for(args, spec, checkpoint)
     T = None
-    if is_ours(path, args.allow_pickle):
-        T = maxformer.load_model(path, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
+    if path is not None and checkpoints.is_ours(checkpoints.read_checkpoint(path, args.allow_pickle)):
+        T = checkpoints.load_model(path, name=args.model, spec=spec, allow_pickle=args.allow_pickle,
                                  **flag_overrides(args)).T
     batches, info = load_inputs(args, T)
     analysed = build_model(args, info, batches, spec, path)

@@ -4,11 +4,13 @@
     x, soft_targets = MixupCutmix(num_classes=10, mixup_alpha=0.5, cutmix_alpha=0.5)(x, y)
     x = erase_batch(x, p=0.25)        # CIFAR: random erasing after mixing, as the authors run it
 
-Per sample: ``EventAugment`` (event frames ``[T, C, H, W]``), the two RandAugment policies the paper's
-code runs (``RandAugmentCIFAR``: the authors' own, ``RandAugmentImageNet``: timm's), selected by name
-through ``POLICIES``, and ``RandomErasing`` (ImageNet, before mixing). Per batch: ``MixupCutmix`` and
-``erase_batch`` (CIFAR, after mixing). Values and rules: docs/reference/recipes.md (image
-augmentation; CutMix on event batches). Written from those facts, not from timm's or torchvision's code.
+Per sample: ``EventAugment`` (event frames ``[T, C, H, W]``), the two RandAugment policies the
+paper's code runs (``RandAugmentCIFAR``: the authors' own, ``RandAugmentImageNet``: timm's),
+selected by name through ``POLICIES``, and ``RandomErasing`` (ImageNet, before mixing);
+``cifar_transforms`` and ``imagenet_transforms`` chain them into the static-image pipelines,
+normalised with ``NORMALIZATION``. Per batch: ``MixupCutmix`` and ``erase_batch`` (CIFAR, after
+mixing). Values and rules: docs/reference/recipes.md (image augmentation; CutMix on event batches).
+Written from those facts, not from timm's or torchvision's code.
 """
 from __future__ import annotations
 
@@ -236,13 +238,19 @@ POLICIES: dict[str, type[RandAugment]] = {"authors-cifar": RandAugmentCIFAR, "ti
 # ----------------------------------------------------------------------------------------------------
 # Random erasing: one box of area 0.02..1/3 of the image, log-uniform aspect 0.3..1/0.3, 10 tries to fit.
 
+ERASE_AREA = (0.02, 1 / 3)  # the box's share of the image area, uniform in this range
+ERASE_ASPECT = 0.3  # the box's aspect ratio is log-uniform in [ERASE_ASPECT, 1 / ERASE_ASPECT]
+ERASE_TRIES = 10
+
 
 def _erase_box(img: Tensor, noise: bool, generator: torch.Generator | None = None) -> None:
     """Overwrite one random box of ``img`` ``[C, H, W]`` in place: zeros, or N(0, 1) per pixel if ``noise``."""
     c, h, w = img.shape
-    for _ in range(10):
-        area = h * w * (0.02 + (1 / 3 - 0.02) * float(torch.rand((), generator=generator)))
-        aspect = math.exp(math.log(0.3) + 2 * math.log(1 / 0.3) * float(torch.rand((), generator=generator)))
+    (low, high), aspect_low = ERASE_AREA, ERASE_ASPECT
+    for _ in range(ERASE_TRIES):
+        area = h * w * (low + (high - low) * float(torch.rand((), generator=generator)))
+        log_aspect = math.log(aspect_low) + 2 * math.log(1 / aspect_low) * float(torch.rand((), generator=generator))
+        aspect = math.exp(log_aspect)
         bh, bw = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if bh < h and bw < w:
             top = int(torch.randint(h - bh + 1, (), generator=generator))
@@ -278,6 +286,71 @@ def erase_batch(x: Tensor, p: float = 0.25, generator: torch.Generator | None = 
         if float(torch.rand((), generator=generator)) < p:
             _erase_box(sample, noise=False, generator=generator)
     return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Static-image pipelines: the per-sample transforms of CIFAR and ImageNet, normalisation last.
+
+# (mean, std) per channel, of the training images in [0, 1] (docs/reference/recipes.md, hyper-parameters).
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+DEFAULT_POLICY = {"cifar10": "authors-cifar", "cifar100": "authors-cifar", "imagenet": "timm-imagenet"}
+
+
+def check_policy(policy: str | None) -> None:
+    """ValueError unless ``policy`` is None or one of ``POLICIES``."""
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {', '.join(POLICIES)}")
+
+
+def _normalise(dataset: str) -> list[Callable]:
+    from torchvision.transforms import v2
+
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*NORMALIZATION[dataset])]
+
+
+def cifar_transforms(train: bool, augment: bool = True, dataset: str = "cifar10",
+                     policy: str | None = None) -> Callable[[object], Tensor]:
+    """The authors' CIFAR-10/100 pipeline (docs/reference/recipes.md, image augmentation).
+
+    Train: horizontal flip, the RandAugment ``policy`` (default "authors-cifar") filling with the
+    dataset's mean pixel, ToTensor, Normalize with the dataset's own mean/std. The authors' resized
+    crop has scale (1, 1) and ratio (1, 1), so it leaves the image as it is and is left out. Random
+    erasing is not here: the authors apply it to the normalised batch after Mixup/CutMix
+    (``augment.erase_batch``). Test: ToTensor + Normalize.
+    """
+    from torchvision.transforms import v2
+
+    check_policy(policy)
+    if not (train and augment):
+        return v2.Compose(_normalise(dataset))
+    rand_augment = POLICIES[policy or DEFAULT_POLICY[dataset]](fill=mean_fill(NORMALIZATION[dataset][0]))
+    return v2.Compose([v2.RandomHorizontalFlip(), rand_augment] + _normalise(dataset))
+
+
+def imagenet_transforms(train: bool, augment: bool = True, size: int = 224,
+                        policy: str | None = None, erasing: float = 0.25) -> Callable[[object], Tensor]:
+    """The authors' ImageNet pipeline, timm's ``create_transform`` with their arguments (docs/reference/recipes.md).
+
+    Train: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip, the
+    RandAugment ``policy`` (default "timm-imagenet") filling with ImageNet's mean pixel, ToTensor,
+    Normalize (ImageNet mean/std), random erasing with probability ``erasing`` (the authors' 0.25; 0: off)
+    with per-pixel normal noise, before mixing.
+    Val: Resize(256, bicubic), CenterCrop(224), ToTensor, Normalize.
+    """
+    from torchvision.transforms import v2
+
+    check_policy(policy)
+    bicubic = v2.InterpolationMode.BICUBIC
+    if not (train and augment):
+        return v2.Compose([v2.Resize(round(size * 256 / 224), interpolation=bicubic), v2.CenterCrop(size)]
+                          + _normalise("imagenet"))
+    rand_augment = POLICIES[policy or DEFAULT_POLICY["imagenet"]](fill=mean_fill(NORMALIZATION["imagenet"][0]))
+    return v2.Compose([v2.RandomResizedCrop(size, interpolation=bicubic), v2.RandomHorizontalFlip(), rand_augment]
+                      + _normalise("imagenet") + [RandomErasing(p=erasing, noise=True)])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Run folders and checkpoint files for train.py: one writer per folder, saves that leave the folder
-consistent at every crash point, and one reader for our checkpoints and the authors' released files;
-and the plumbing around them: settings from flags and YAML (and back), and stopping on Ctrl-C.
+consistent at every crash point, and one reader for our checkpoints and the authors' released files
+(and loading them into a model); and stopping on Ctrl-C. train.py's settings are settings.py.
 
 A run folder holds ``lock`` (while a run writes), ``config.yaml`` (the resolved settings, loadable
 with ``train.py --config``), ``recipe.json``, ``last.pth``, ``best.pth``, ``log.csv``, TensorBoard
@@ -11,30 +11,27 @@ best.pth, last.pth, log.csv, each through a per-process temporary file and ``os.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
-import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import Field, asdict, field, fields, replace
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
+from torch import nn
 
-from maxformer import FREE_OVERRIDES, read_checkpoint
+from zoo import create_model, dims_for_width, jsonable, parse_spec
 
 CHECKPOINT_FORMAT = "maxformer-train/2"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "test_loss", "test_acc1", "test_acc5", "lr", "seconds")
@@ -52,10 +49,144 @@ class NonFiniteError(RuntimeError):
     """A NaN or infinity in the loss, gradient norm, weights or BatchNorm statistics."""
 
 
-def records_run(ckpt: dict) -> bool:
-    """Written by this train.py's current format, so carrying its model config and run settings
-    (``maxformer.is_ours`` also accepts the older format, which records weights only)."""
-    return ckpt.get("format") == CHECKPOINT_FORMAT
+# ----------------------------------------------------------------------------------------------
+# Reading: ours and the authors' released files; loading them into a model.
+
+# Known older key names of the released checkpoints -> the current names used here.
+KEY_ALIASES = ((".mixer.conv5.", ".mixer.conv."), (".mixer.conv5_bn.", ".mixer.conv_bn."))
+# Ours: the older format records the weights only; the current one (CHECKPOINT_FORMAT) also the model
+# config and the run's settings.
+OUR_FORMATS = ("maxformer-train/1", CHECKPOINT_FORMAT)
+# Overrides that change how a model runs, not what it computes: free to differ from a checkpoint's.
+FREE_OVERRIDES = ("neuron_backend",)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a checkpoint (corrupt, or needing pickle without the opt-in)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors, or
+    names a requested setting that contradicts the checkpoint's own config."""
+
+
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """The contents of a checkpoint file, ours (``format`` in :data:`OUR_FORMATS`) or the authors'.
+
+    Loads with ``torch.load(weights_only=True)``; a file that pickles other Python objects is only
+    unpickled with ``allow_pickle`` (unpickling can run arbitrary code). Raises FileNotFoundError for
+    a missing file and :class:`CheckpointError` for an empty, truncated or random one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(f"{path} is corrupt or not a checkpoint (it cannot be unpickled)") from None
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
+                f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
+                f"you trust the file's source, pass allow_pickle=True (command line: --allow-pickle).") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load's errors for a broken zip or stream have no common base class
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
+
+
+def is_ours(ckpt: Mapping, records_run: bool = False) -> bool:
+    """True for a checkpoint written by train.py; with ``records_run``, only in the current format,
+    which records the model config and the run's settings (what --resume restores)."""
+    return ckpt.get("format") in (OUR_FORMATS[-1:] if records_run else OUR_FORMATS)
+
+
+def official_state_dict(checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (a path or its contents): unwraps ``{"model": ...}`` /
+    ``{"state_dict": ...}``, strips DDP's ``module.`` prefix and renames known older keys
+    (:data:`KEY_ALIASES`)."""
+    sd = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint, allow_pickle)
+    for wrapper in ("model", "state_dict", "model_ema"):
+        if isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+            break
+    out = {}
+    for key, value in sd.items():
+        if not torch.is_tensor(value):
+            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        key = key.removeprefix("module.")
+        for old, new in KEY_ALIASES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> nn.Module:
+    """Load the authors' weights (a path or a state dict) into ``model``, strictly.
+
+    Keys are matched by name; a checkpoint that uses another naming scheme (fewer than half of its
+    names are ours, as in older releases) is matched by position, as the authors' own ImageNet test
+    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or
+    mis-shaped tensor raises :class:`CheckpointMismatchError` listing them all.
+    """
+    sd = official_state_dict(checkpoint, allow_pickle)
+    own = model.state_dict()
+    if len(sd) == len(own) and 2 * len(set(sd) & set(own)) < len(own):  # another naming scheme
+        sd = dict(zip(own, sd.values()))
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    misshaped = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
+                 for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        lines = [f"checkpoint does not fit {type(model).__name__} ({len(sd)} tensors vs {len(own)})"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def check_against(record: dict, name: str | None, spec: str | None, overrides: dict, where: str) -> None:
+    """CheckpointMismatchError if a requested name, spec item or override contradicts ``record``."""
+    if name is not None and name != record["name"]:
+        raise CheckpointMismatchError(f"{where} holds model {record['name']!r}, not {name!r}")
+    stored = record["overrides"]
+    requested = {**(parse_spec(spec) if spec else {}), **overrides}
+    if "width" in requested and "dims" in stored:
+        requested["dims"] = dims_for_width(stored["dims"], requested.pop("width"))
+    for key, value in requested.items():
+        if key in FREE_OVERRIDES:
+            continue
+        if key not in stored:
+            raise ValueError(f"unknown override {key!r} for {record['name']!r}; valid: {sorted(stored)}")
+        if jsonable(value) != stored[key]:
+            raise CheckpointMismatchError(f"{where} was trained with {key}={stored[key]!r}, not {key}={jsonable(value)!r}")
+
+
+def load_model(checkpoint: str | Path, name: str | None = None, spec: str | None = None,
+               allow_pickle: bool = False, **overrides) -> nn.Module:
+    """The model a checkpoint holds, with its weights.
+
+    Ours carries ``model_config`` (:func:`model_config`): the model is built from it, and a given
+    ``name``, ``spec`` item or override that contradicts it raises :class:`CheckpointMismatchError`
+    naming both values (``neuron_backend`` may differ). The authors' files, and ours from before
+    ``model_config``, carry no config: ``name`` (with ``spec`` and overrides) says what they hold.
+    """
+    ckpt = read_checkpoint(checkpoint, allow_pickle)
+    record = ckpt.get("model_config") if is_ours(ckpt) else None
+    if record is None:
+        if name is None:
+            raise ValueError(f"{checkpoint} records no model config (the authors' files do not): name the model")
+        model = create_model(name, spec, **overrides)
+    else:
+        check_against(record, name, spec, overrides, str(checkpoint))
+        free = {k: v for k, v in overrides.items() if k in FREE_OVERRIDES}
+        model = create_model(record["name"], spec=record["spec"], **{**record["overrides"], **free})
+    return load_official(model, ckpt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,194 +453,6 @@ def on_main(make: Callable[[], T]) -> T:
 
 def default_run_name(dataset: str, model: str) -> str:
     return f"{dataset}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Settings: a frozen dataclass whose fields are the flags (``setting(...)``), read from the command
-# line and a YAML file of the same names, written back as YAML, and compared with a checkpoint's.
-
-class SettingsError(ValueError):
-    """Flags that contradict the settings a checkpoint records."""
-
-
-def checked(kind: type, test: Callable[[float], bool], what: str) -> Callable[[str], float]:
-    """An argparse type: ``kind(text)`` that must pass ``test``, else "must be <what>"."""
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-    return convert
-
-
-positive_int = checked(int, lambda v: v > 0, "a positive integer")
-count = checked(int, lambda v: v >= 0, "a non-negative integer")
-positive = checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-non_negative = checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative number")
-probability = checked(float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-
-
-def setting(default, help: str, **flag) -> Any:
-    """A settings field and its flag: argparse keywords in ``flag`` (``type``, ``choices``,
-    ``metavar``), plus ``names`` (option strings) and ``switch`` (a bool without --no- form)."""
-    return field(default=default, metadata={"help": help, **flag})
-
-
-class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage dump; 'unrecognized arguments' adds a
-    second, listing the valid flags), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        if message.startswith("unrecognized arguments"):
-            message += "\nvalid flags: " + " ".join(valid_flags(self))
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except None: those flags' help says what happens when unset."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def flag_names(f: Field) -> tuple[str, ...]:
-    return f.metadata.get("names", ("--" + f.name.replace("_", "-"),))
-
-
-def flag_of(cls: type) -> dict[str, str]:
-    """Field name -> its flag's first spelling ('batch_size' -> '--batch-size')."""
-    return {f.name: flag_names(f)[0] for f in fields(cls)}
-
-
-def flag_parser(cls: type, prog: str, description: str, groups: dict[str, str], defaults: bool = True) -> FlagParser:
-    """One flag per field of ``cls``; a field named in ``groups`` starts a help section.
-    ``defaults=False`` leaves the flags not given out of the result."""
-    p = FlagParser(prog=prog, description=description, allow_abbrev=False, formatter_class=HelpFormatter)
-    hints, group = typing.get_type_hints(cls), p
-    for f in fields(cls):
-        group = p.add_argument_group(groups[f.name]) if f.name in groups else group
-        opts = {k: v for k, v in f.metadata.items() if k not in ("names", "switch")}
-        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
-        if kind is bool:
-            opts["action"] = "store_true" if f.metadata.get("switch") else argparse.BooleanOptionalAction
-        else:
-            opts.setdefault("type", kind)
-        group.add_argument(*flag_names(f), dest=f.name, default=f.default if defaults else argparse.SUPPRESS, **opts)
-    return p
-
-
-def valid_flags(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted(s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help"))
-
-
-def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Config-file key -> flag: the flag's first spelling without dashes ('batch-size', 'T', 'compile')."""
-    return {a.option_strings[0].lstrip("-"): a for a in parser._actions
-            if a.option_strings and a.dest not in ("help", "config")}
-
-
-def config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
-    """Turn a YAML config into command-line tokens, so that later flags override it."""
-    try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        parser.error(f"cannot read --config {path}: {e.strerror}")
-    except yaml.MarkedYAMLError as e:
-        parser.error(f"--config {path}, line {e.problem_mark.line + 1}: not valid YAML ({e.problem})")
-    except yaml.YAMLError as e:
-        parser.error(f"--config {path}: not valid YAML ({e})")
-    if not isinstance(cfg, dict):
-        parser.error(f"--config {path} must be a mapping of flag names to values")
-    keys = config_keys(parser)
-    argv = []
-    for key, value in cfg.items():
-        name = str(key).replace("_", "-") if str(key) not in keys else str(key)
-        if name not in keys:
-            parser.error(f"unknown key {key!r} in {path}; valid keys: {', '.join(sorted(keys))}")
-        flag = keys[name].option_strings[0]
-        if value is None:
-            continue
-        if isinstance(keys[name], argparse.BooleanOptionalAction):
-            argv.append(flag if value else "--no-" + name)
-        elif keys[name].nargs == 0:
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
-def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> dict:
-    """The --config file's settings, then the command line's over them."""
-    argv = list(argv if argv is not None else sys.argv[1:])
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    config = pre.parse_known_args(argv)[0].config
-    return vars(parser.parse_args((config_to_argv(config, parser) if config else []) + argv))
-
-
-def to_yaml(cfg: object, skip: frozenset[str]) -> str:
-    """The settings as a --config file (``skip``: fields left out)."""
-    keys = {name: flag.lstrip("-") for name, flag in flag_of(type(cfg)).items()}
-    return yaml.safe_dump({keys[k]: v for k, v in asdict(cfg).items() if k not in skip and v is not None},
-                          sort_keys=False)
-
-
-def restore_settings(cfg: T, given: frozenset[str], saved: dict, keys: Iterable[str], source: str,
-                     may_change: frozenset[str], override: bool) -> T:
-    """``cfg`` with ``saved``'s values for ``keys``; a flag given that contradicts one raises
-    SettingsError naming both values, unless it is in ``may_change`` or ``override`` is set."""
-    names, now = flag_of(type(cfg)), asdict(cfg)
-    keys = [k for k in keys if k in saved]
-    clashes = [k for k in keys if k in given and k not in may_change and now[k] != saved[k]]
-    if clashes and not override:
-        listed = "; ".join(f"{names[k]} {now[k]} contradicts the recorded {saved[k]}" for k in clashes)
-        raise SettingsError(f"{listed} ({source}); drop the flag, or pass --override to change it")
-    for k in clashes:
-        print(f"--override: {names[k]} {saved[k]} -> {now[k]} (recorded in {source})", flush=True)
-    kept = {k: now[k] for k in keys if k in given and (k in may_change or k in clashes)}
-    return replace(cfg, **{**{k: saved[k] for k in keys}, **kept})
-
-
-def settings_from(ckpt: dict, cfg: T, given: frozenset[str], source: str, world: int, run_only: frozenset[str],
-                  may_change: frozenset[str], model_settings: Sequence[str]) -> T:
-    """--resume: the run's recorded settings (``cfg.resume``); --eval-only: the model's. Flags may
-    not contradict them (SettingsError) unless they are in ``may_change`` or --override is given."""
-    if cfg.resume and not records_run(ckpt):
-        raise SettingsError(f"{source} was not written by this train.py (no recorded settings); --resume needs "
-                            "our last.pth or best.pth, --eval-only --checkpoint evaluates other files")
-    if cfg.resume:
-        if "optimizer" not in ckpt:
-            raise SettingsError(f"{source} holds weights only (like the shipped docs/checkpoints/*.pth), so it cannot "
-                                "be resumed; evaluate it with --eval-only --checkpoint, or start a new run")
-        if ckpt["world"] != world and not cfg.override:
-            raise SettingsError(f"{world} processes contradict the {ckpt['world']} recorded in {source}; "
-                                "pass --override")
-        saved = ckpt["config"]
-        restored = restore_settings(cfg, given, saved, [k for k in saved if k not in run_only], source, may_change,
-                                    cfg.override)
-        if restored.epochs != saved["epochs"] and ckpt["epoch"] < restored.epochs:
-            print(f"--epochs {restored.epochs} (was {saved['epochs']}): the {restored.schedule} schedule is "
-                  f"recomputed over {restored.epochs} epochs; the learning rate follows the new curve from step "
-                  f"{ckpt['step']} of epoch {ckpt['epoch'] + 1} on", flush=True)
-        return restored
-    if records_run(ckpt):
-        return restore_settings(cfg, given, ckpt["config"], model_settings, source, may_change, cfg.override)
-    if "model" not in given:
-        raise SettingsError(f"{source} records no model config (the authors' released weights?): name its model "
-                            "with --model NAME (and -T, --spec, --neuron if they differ from the model's defaults)")
-    return cfg
-
-
-def same_model(record: dict, recorded: dict, source: str) -> None:
-    """``record`` (what the settings and data build) must be the model ``source`` records, up to
-    ``maxformer.FREE_OVERRIDES`` (the neuron backend: same function)."""
-    def function(r: dict) -> dict:
-        return {**r, "overrides": {k: v for k, v in r["overrides"].items() if k not in FREE_OVERRIDES}}
-    if function(record) != function(recorded):
-        raise SettingsError(f"{source} holds the model {recorded}, but these settings and data build {record}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ of equal event count, two polarity channels) -> per-sample npz cache -> ``EventF
 
 Static datasets: ``cifar10`` / ``cifar100`` through torchvision and ``imagenet`` from an ImageFolder
 tree. Training transforms follow the authors' pipelines with a RandAugment policy chosen by name
-(``augment.POLICIES``; by default the one the authors run on that dataset); see ``cifar_transforms``
-and ``imagenet_transforms``. CIFAR's random erasing runs on the mixed batch (``augment.erase_batch``,
+(``augment.POLICIES``; by default the one the authors run on that dataset); see
+``augment.cifar_transforms`` and ``augment.imagenet_transforms``. CIFAR's random erasing runs on the mixed batch (``augment.erase_batch``,
 called by the training loop), not here.
 
 Nothing is ever downloaded unless ``download=True``; a missing dataset raises
@@ -34,7 +34,7 @@ Nothing is ever downloaded unless ``download=True``; a missing dataset raises
 raises ``DataDirError`` before anything is created (``check_data_dir``); a bad data file raises
 ``DataFileError`` naming it. ``DATA_ERRORS`` holds the three, for command lines to catch.
 
-Command line: ``python data.py show digits-dvs --out frames.png`` draws a few samples' frames.
+``python show_events.py digits-dvs --out frames.png`` draws a few samples' frames.
 """
 from __future__ import annotations
 
@@ -49,10 +49,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from augment import POLICIES, EventAugment, MixupCutmix, RandomErasing, mean_fill
+from augment import EventAugment, MixupCutmix, check_policy, cifar_transforms, imagenet_transforms
 from events import (BANDS, SIMULATION_VERSION, BandsDVSConfig, DataFileError, DigitsDVSConfig, EventFrames,
                     EventSample, band_textures, cache_frames, integrate_frames, make_events, read_aedat2_cifar10dvs,
                     read_aedat31, read_aedat4, read_tonic_gesture_npy, save_npz, simulate_digit_events)
@@ -93,7 +92,7 @@ class DatasetInfo:
         return self.T is not None
 
     def model_overrides(self) -> dict[str, int]:
-        """``maxformer.create_model`` overrides that size a model for this data (classes, channels,
+        """``zoo.create_model`` overrides that size a model for this data (classes, channels,
         resolution, and T for event data)."""
         sized = dict(num_classes=self.num_classes, in_channels=self.in_channels, img_size=self.image_size[0])
         return sized if self.T is None else {**sized, "T": self.T}
@@ -137,7 +136,7 @@ class DataDirError(ValueError):
 DATA_ERRORS = (DatasetNotFoundError, DataDirError, DataFileError)  # bad input a command line reports in one message
 
 
-def _check_writable_folder(path: Path, what: str, hint: str, parents: bool) -> None:
+def check_writable_folder(path: Path, what: str, hint: str, parents: bool) -> None:
     """``path`` is a writable folder, or one that can be made: its parent (with ``parents``, its nearest
     existing ancestor) is a writable folder. ``hint`` ends the message of an unwritable one."""
     if path.exists():
@@ -178,14 +177,14 @@ def check_data_dir(path: str | Path | None, dataset: str | None = None, download
             what = dataset or "the dataset"
             raise DatasetNotFoundError(what, [root], f"an existing folder holding {what} (--data-dir {root} does "
                                        "not exist)", *OBTAIN.get(dataset or "", ("its publisher", None)))
-        _check_writable_folder(root, "--data-dir", "", parents=False)
+        check_writable_folder(root, "--data-dir", "", parents=False)
     elif download:
-        _check_writable_folder(root, "--data-dir", " (the download goes there)", parents=False)
+        check_writable_folder(root, "--data-dir", " (the download goes there)", parents=False)
     if dataset in EVENT_DATASETS and writes_cache:
         if cache_dir is None:
-            _check_writable_folder(root / "cache", "the frame cache", "; pass a writable --cache-dir", parents=True)
+            check_writable_folder(root / "cache", "the frame cache", "; pass a writable --cache-dir", parents=True)
         else:
-            _check_writable_folder(Path(cache_dir).expanduser(), "--cache-dir", "", parents=True)
+            check_writable_folder(Path(cache_dir).expanduser(), "--cache-dir", "", parents=True)
     return root
 
 
@@ -403,67 +402,6 @@ def _find_bands(cache_root: Path, seed: int, cfg: BandsDVSConfig):
 # ----------------------------------------------------------------------------------------------------
 # Static images.
 
-# (mean, std) per channel, of the training images in [0, 1] (docs/reference/recipes.md, hyper-parameters).
-NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-DEFAULT_POLICY = {"cifar10": "authors-cifar", "cifar100": "authors-cifar", "imagenet": "timm-imagenet"}
-
-
-def _check_policy(policy: str | None) -> None:
-    if policy is not None and policy not in POLICIES:
-        raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {', '.join(POLICIES)}")
-
-
-def _normalise(dataset: str) -> list[Callable]:
-    from torchvision.transforms import v2
-
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*NORMALIZATION[dataset])]
-
-
-def cifar_transforms(train: bool, augment: bool = True, dataset: str = "cifar10",
-                     policy: str | None = None) -> Callable[[object], Tensor]:
-    """The authors' CIFAR-10/100 pipeline (docs/reference/recipes.md, image augmentation).
-
-    Train: horizontal flip, the RandAugment ``policy`` (default "authors-cifar") filling with the
-    dataset's mean pixel, ToTensor, Normalize with the dataset's own mean/std. The authors' resized
-    crop has scale (1, 1) and ratio (1, 1), so it leaves the image as it is and is left out. Random
-    erasing is not here: the authors apply it to the normalised batch after Mixup/CutMix
-    (``augment.erase_batch``). Test: ToTensor + Normalize.
-    """
-    from torchvision.transforms import v2
-
-    _check_policy(policy)
-    if not (train and augment):
-        return v2.Compose(_normalise(dataset))
-    rand_augment = POLICIES[policy or DEFAULT_POLICY[dataset]](fill=mean_fill(NORMALIZATION[dataset][0]))
-    return v2.Compose([v2.RandomHorizontalFlip(), rand_augment] + _normalise(dataset))
-
-
-def imagenet_transforms(train: bool, augment: bool = True, size: int = 224,
-                        policy: str | None = None, erasing: float = 0.25) -> Callable[[object], Tensor]:
-    """The authors' ImageNet pipeline, timm's ``create_transform`` with their arguments (docs/reference/recipes.md).
-
-    Train: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip, the
-    RandAugment ``policy`` (default "timm-imagenet") filling with ImageNet's mean pixel, ToTensor,
-    Normalize (ImageNet mean/std), random erasing with probability ``erasing`` (the authors' 0.25; 0: off)
-    with per-pixel normal noise, before mixing.
-    Val: Resize(256, bicubic), CenterCrop(224), ToTensor, Normalize.
-    """
-    from torchvision.transforms import v2
-
-    _check_policy(policy)
-    bicubic = v2.InterpolationMode.BICUBIC
-    if not (train and augment):
-        return v2.Compose([v2.Resize(round(size * 256 / 224), interpolation=bicubic), v2.CenterCrop(size)]
-                          + _normalise("imagenet"))
-    rand_augment = POLICIES[policy or DEFAULT_POLICY["imagenet"]](fill=mean_fill(NORMALIZATION["imagenet"][0]))
-    return v2.Compose([v2.RandomResizedCrop(size, interpolation=bicubic), v2.RandomHorizontalFlip(), rand_augment]
-                      + _normalise("imagenet") + [RandomErasing(p=erasing, noise=True)])
-
-
 def _build_cifar(name: str, data_dir: Path, download: bool, augment: bool, policy: str | None):
     from torchvision import datasets
 
@@ -539,7 +477,7 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    _check_policy(aug_policy)
+    check_policy(aug_policy)
     if name in EVENT_DATASETS and aug_policy is not None:
         raise ValueError(f"aug_policy {aug_policy!r} is for image datasets; {name} is augmented by EventAugment")
     T = DEFAULT_T.get(name) if T is None else T
@@ -561,7 +499,7 @@ def build_datasets(name: str, data_dir: str | None = None, T: int | None = None,
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line: look at event samples (``python data.py show digits-dvs --out frames.png``).
+# The raw event samples of a split (``python show_events.py`` draws them).
 
 
 def event_samples(name: str, data_dir: str | None = None, split: str = "train", download: bool = False,
@@ -572,99 +510,3 @@ def event_samples(name: str, data_dir: str | None = None, split: str = "train", 
     root = check_data_dir(data_dir, name, download, writes_cache=name in GENERATED)  # their events are cached
     splits, size, _ = _event_splits(name, root, root / "cache", download, seed, "ibm", DigitsDVSConfig())
     return splits[split][0], size
-
-
-def polarity_image(frame: np.ndarray, scale: float) -> np.ndarray:
-    """RGB ``[H, W, 3]`` of one frame ``[2, H, W]``: white background, ON (channel 1) red, OFF blue."""
-    off, on = np.clip(frame / scale, 0, 1)
-    return np.stack([1 - off, 1 - np.maximum(on, off), 1 - on], axis=-1)
-
-
-def show(samples: Sequence[EventSample], size: tuple[int, int], T: int, out: Path, title: str) -> None:
-    """Write a PNG: each sample's T frames (rows) and an x-y-t scatter of the first sample's events."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(1.8 * T + 4.5, 1.8 * len(samples) + 0.6))
-    grid = fig.add_gridspec(len(samples), T + 2, left=0.05, right=0.94, bottom=0.04, top=0.88, wspace=0.08)
-    for row, sample in enumerate(samples):
-        events = sample.load()
-        frames = sample.frames(events, T, size)
-        scale = max(np.percentile(frames[frames > 0], 99), 1) if frames.any() else 1.0
-        print(f"{sample.name}: label {sample.label}, {len(events)} events, "
-              f"{(events['t'][-1] - events['t'][0]) / 1000 if len(events) else 0:.1f} ms, "
-              f"ON share {np.mean(events['p'] != 0) if len(events) else 0:.2f}, events per frame "
-              f"{frames.sum(axis=(1, 2, 3)).astype(int).tolist()}")
-        for t in range(T):
-            ax = fig.add_subplot(grid[row, t])
-            ax.imshow(polarity_image(frames[t], scale), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"frame {t}", fontsize=9)
-            if t == 0:
-                ax.set_ylabel(f"label {sample.label}", fontsize=9)
-    events = samples[0].load()
-    keep = np.random.default_rng(0).permutation(len(events))[:4000]  # a readable, small figure
-    ax = fig.add_subplot(grid[:, T:], projection="3d")
-    for p, colour, label in ((1, "tab:red", "ON (p=1)"), (0, "tab:blue", "OFF (p=0)")):
-        e = events[keep][(events["p"][keep] != 0) == bool(p)]
-        ax.scatter(e["t"] / 1000, e["x"], e["y"], s=1, c=colour, label=label, depthshade=False)
-    ax.set_xlabel("t (ms)")
-    ax.set_ylabel("x")
-    ax.set_zlabel("y")
-    ax.invert_zaxis()  # y grows downwards, as in the frames
-    ax.set_title(f"events of {samples[0].name} ({len(keep)} of {len(events)})", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    print(f"wrote {out}")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python data.py show DATASET``; bad input exits with status 2 and one message."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="data.py",
-                                     description="Look at event datasets: frames and raw events of a few samples.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("show", help="write a PNG of a few samples' T frames (ON red, OFF blue) and an x-y-t "
-                                    "scatter of one sample's events; print each sample's event statistics")
-    p.add_argument("dataset", choices=EVENT_DATASETS, help="event dataset")
-    p.add_argument("--out", default="runs/show.png", help="output PNG (default: runs/show.png)")
-    p.add_argument("--data-dir", default=None, help="dataset folder (default: ./data)")
-    p.add_argument("--download", action="store_true", help="fetch a missing dataset that data.py can download")
-    p.add_argument("--split", choices=("train", "test"), default="train", help="split to draw from (default: train)")
-    p.add_argument("-T", type=int, default=None, help="frames per sample (default: the dataset's, 4 or 16)")
-    p.add_argument("--samples", type=int, default=3,
-                   help="number of samples: the first of each of the first N labels (default: 3)")
-    p.add_argument("--index", type=int, nargs="+", default=None, help="show these sample indices instead")
-    args = parser.parse_args(argv)
-    T = DEFAULT_T[args.dataset] if args.T is None else args.T
-    if T < 1 or args.samples < 1:
-        p.error(f"-T ({T}) and --samples ({args.samples}) must be positive")
-    out = Path(args.out).expanduser()
-    try:
-        _check_writable_folder(out.parent, "the --out folder", "the PNG is written there", parents=True)
-        samples, size = event_samples(args.dataset, args.data_dir, args.split, args.download)
-        if args.index:
-            bad = [i for i in args.index if not 0 <= i < len(samples)]
-            if bad:
-                p.error(f"--index {bad} outside the {args.split} split's 0..{len(samples) - 1}")
-            picks = [samples[i] for i in args.index]
-        else:
-            first = {}
-            for s in samples:
-                first.setdefault(s.label, s)
-            picks = [first[label] for label in sorted(first)][:args.samples]
-        show(picks, size, T, out, f"{args.dataset} {args.split}: T={T} frames of equal event count")
-    except (*DATA_ERRORS, OSError) as err:
-        p.error(str(err))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,28 +1,35 @@
 """Fast paths the models call; none of them changes a number.
 
 - :func:`compiled`: a function through ``torch.compile``, falling back to eager if the compiler fails;
-- :func:`triton_kernels`: the fused LIF/IF algorithm of ``neurons.py`` as two Triton kernels (CUDA);
+- :func:`triton_kernels`: the fused LIF/IF algorithm below as two Triton kernels (CUDA);
+- :class:`FusedSequence`: the fused LIF/IF algorithm, all T steps of ``neurons.reference_sequence`` in
+  one autograd node with a hand-written backward (:func:`fused_forward`, :func:`fused_backward`), eager,
+  compiled or Triton (:data:`FUSED_BACKENDS`); :func:`rebuild_membrane` recomputes its ``H``;
 - :func:`saved_as_bytes`: binary tensors (spikes) that autograd saves, kept as one byte per element;
 - :func:`spike_conv`: a convolution of spikes through it;
 - :class:`MaxPool`: a 3x3 max-pool (channels_last on CPU) whose backward keeps two bytes per output;
 - :func:`saved_bytes`: how much autograd keeps for a backward, the measure of all of the above.
 
-This module does not import ``neurons.py``: the neuron kernels read the fields of a ``neurons.Dynamics``
-(``tau``, ``v_threshold``, ``v_rest``, ``leaky``, ``decay_input``, ``v_reset``, ``detach_reset``,
-``surrogate``, ``alpha``) from whatever object they are given.
+This module does not import ``neurons.py`` (which imports it): the neuron kernels read the fields of a
+``neurons.Dynamics`` (``tau``, ``v_threshold``, ``v_rest``, ``leaky``, ``decay_input``, ``v_reset``,
+``detach_reset``, ``surrogate``, ``alpha``) and call its ``charge`` and ``surrogate_grad``, on whatever
+object they are given.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import warnings
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+if TYPE_CHECKING:  # annotations only: neurons.py imports this module
+    from neurons import Dynamics
 
 
 @functools.cache
@@ -51,7 +58,7 @@ def compiled(fn: Callable) -> Callable:
 def triton_kernels() -> tuple[Callable, Callable]:
     """Forward and backward of the fused neuron algorithm as Triton kernels, one launch for all T steps.
 
-    Same contract as ``neurons.fused_forward`` / ``neurons.fused_backward``: ``forward(x, d)`` gives
+    Same contract as :func:`fused_forward` / :func:`fused_backward`: ``forward(x, d)`` gives
     spikes and ``H`` for ``x`` ``[T, N]``; ``backward(grad_spikes, h, d)`` the input gradient.
     Triton is imported here, on first use, so CPU-only runs never touch it. Float32 only. Every
     program owns ``BLOCK`` neurons and walks the time axis keeping ``V`` (forward) or ``dL/dV``
@@ -141,6 +148,141 @@ def triton_kernels() -> tuple[Callable, Callable]:
         return grad_x
 
     return forward, backward
+
+
+# ----------------------------------------------------------------------------- the fused neuron algorithm
+# The same spikes and gradients as neurons.reference_sequence, with one autograd node for all T steps.
+
+def integer_view(t: torch.Tensor) -> torch.Tensor:
+    """The bits of float tensor ``t`` as a signed integer tensor of the same element size (a view)."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def step_outputs(x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """Where a loop over the T steps of ``x`` ``[T, N]`` writes its per-step results: one ``[T, N]`` tensor,
+    row ``t`` for step ``t``. Under ``torch.compile`` every write into a row would become a copy of the
+    whole tensor, so there it is T separate tensors, stacked once at the end (:func:`stacked`)."""
+    if torch.compiler.is_compiling():
+        return [torch.empty_like(x[0]) for _ in range(x.shape[0])]
+    return torch.empty_like(x)
+
+
+def stacked(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """The ``[T, N]`` tensor of what a loop wrote into :func:`step_outputs`."""
+    return torch.stack(outputs) if isinstance(outputs, list) else outputs
+
+
+def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor | list[torch.Tensor],
+                spikes: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor | list[torch.Tensor]:
+    """All T steps of input ``x`` ``[T, N]`` without a graph, writing ``H[t]`` into ``hs[t]`` and ``S[t]``
+    into ``spikes[t]`` (:func:`step_outputs`); returns ``hs``.
+
+    ``hs`` may be ``x`` itself (each step reads ``X[t]`` before writing ``H[t]`` over it), and
+    ``spikes=None`` keeps no spikes: that is how a membrane is rebuilt (:func:`rebuild_membrane`).
+    Buffers are made once, so the loop allocates nothing. The hard reset to 0, ``where(fired, 0, H)``,
+    is a bitwise AND of ``H`` with a mask that is all ones where the neuron did not fire: the same
+    bits as ``torch.where``, without its per-element branch (several times slower on CPU at typical
+    firing rates).
+    """
+    v = torch.full_like(x[0], d.v_rest)
+    fired = torch.empty_like(integer_view(v))  # 1 where H[t] >= threshold, then 0 there and -1 (all ones) elsewhere
+    scratch = torch.empty_like(v) if spikes is None and d.v_reset is None else None
+    for t in range(x.shape[0]):
+        h = d.charge(v, x[t], out=hs[t])  # H[t] charged straight into its place
+        torch.ge(h, d.v_threshold, out=fired)
+        if spikes is not None or d.v_reset is None:  # S[t] as 0/1 in H's dtype
+            s = (scratch if spikes is None else spikes[t]).copy_(fired)
+        if d.v_reset is None:
+            torch.sub(h, torch.mul(s, d.v_threshold, out=v), out=v)
+        elif d.v_reset == 0:
+            torch.bitwise_and(integer_view(h), fired.sub_(1), out=integer_view(v))
+        else:
+            v = torch.where(fired.bool(), d.v_reset, h)
+    return hs
+
+
+def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
+    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
+    (written step by step into their final tensors, :func:`fused_steps`)."""
+    spikes = step_outputs(x)
+    hs = fused_steps(x, d, step_outputs(x), spikes)
+    return stacked(spikes), stacked(hs)
+
+
+def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
+    """Backward through time from the saved ``H``: the input gradient ``[T, ...]``.
+
+    Per step, from ``gv = dL/dV[t]`` (carried back from step t+1) and ``gs = dL/dS[t]``:
+    ``dL/dS`` gains the reset's share unless it is detached, ``dL/dH = surrogate(dL/dS) + gv * dV/dH``,
+    ``dL/dX = dL/dH / tau`` (input decay) and ``dL/dV[t-1] = dL/dH - dL/dH / tau``. The operations
+    mirror what autograd does on ``neurons.reference_sequence`` (same operations, same order), so spikes and
+    gradients are the same to the last bit. Per-step results live in buffers made once.
+    """
+    surrogate = d.surrogate_grad
+    grad_x = step_outputs(h)
+    x, gh, gv, scratch = (torch.empty_like(h[0]) for _ in range(4))
+    below = torch.empty_like(h[0], dtype=torch.bool)
+    for t in reversed(range(h.shape[0])):
+        h_t, gs = h[t], grad_spikes[t]
+        torch.sub(h_t, d.v_threshold, out=x)
+        last = t == h.shape[0] - 1  # nothing flows back from the last step's reset
+        if not (last or d.detach_reset):
+            gs = gs - gv * d.v_threshold if d.v_reset is None else gs + gv * d.v_reset - gv * h_t  # autograd's order
+        surrogate(gs, x, d.alpha, out=gh, scratch=scratch)
+        if not last:  # + gv * dV/dH: 1 for a soft reset, 1 - S[t] for a hard one
+            if d.v_reset is None:
+                gh.add_(gv)
+            else:
+                scratch.copy_(torch.logical_not(torch.ge(x, 0, out=below), out=below))
+                gh.add_(scratch.mul_(gv))
+        if not d.leaky:
+            grad_x[t].copy_(gh)
+            gv, gh = gh, gv
+            continue
+        leak = torch.div(gh, d.tau, out=grad_x[t] if d.decay_input else scratch)
+        if not d.decay_input:
+            grad_x[t].copy_(gh)
+        torch.sub(gh, leak, out=gv)
+    return stacked(grad_x)
+
+
+# backend -> its (forward, backward) pair, built on first use (the backends neurons.FusedSequence runs)
+FUSED_BACKENDS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
+    "fused": lambda: (fused_forward, fused_backward),
+    "compiled": lambda: (compiled(fused_forward), compiled(fused_backward)),
+    "triton": triton_kernels,
+}
+
+
+def rebuild_membrane(x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
+    """``H`` of input ``x`` ``[T, N]`` (``fused_forward(x, d)[1]``, same bits) through ``backend``'s
+    forward, spikes not kept. With the eager ``fused`` backend ``H`` is written over ``x``, so the
+    caller must not need ``x`` again (``memory.rebuild_after_norm`` gives up a BN output it recomputed)."""
+    if backend == "fused":
+        return fused_steps(x, d, x, None)
+    return FUSED_BACKENDS[backend]()[0](x, d)[1]
+
+
+class FusedSequence(torch.autograd.Function):
+    """One autograd node for all T steps with a hand-written backward; saves only ``H``.
+
+    ``backend`` names the pair of functions doing the work (:data:`FUSED_BACKENDS`): ``fused`` (``fused_forward``
+    / ``fused_backward`` eagerly), ``compiled`` (the same through ``torch.compile``) or ``triton``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
+        forward, _ = FUSED_BACKENDS[backend]()
+        spikes, h = forward(x, d)
+        ctx.save_for_backward(h)
+        ctx.dynamics, ctx.backend = d, backend
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        (h,) = ctx.saved_tensors
+        _, backward = FUSED_BACKENDS[ctx.backend]()
+        return backward(grad_spikes.contiguous(), h, ctx.dynamics), None, None
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -349,7 +491,7 @@ def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
     storage counted once: what autograd saves, and whatever else the forward made that is still
     alive when it returns (what a saved-tensor hook keeps instead, or a leak), its return value excepted.
 
-    How the memory savings of this module, of the fused neurons and of ``maxformer.spike_after_norm``
+    How the memory savings of this module, of the fused neurons and of ``memory.py``
     are measured (tests and bench/). Tensors from outside ``fn`` that autograd saves under one of
     those hooks are not seen (only the innermost saved-tensor hook runs); they are parameters.
     """

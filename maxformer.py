@@ -1,5 +1,5 @@
 """Max-Former, MS-QKFormer and Max-ResNet: every model of *Spiking Neural Networks Need
-High-Frequency Information* (Fang et al., NeurIPS 2025, arXiv 2505.18608), in one file.
+High-Frequency Information* (Fang et al., NeurIPS 2025, arXiv 2505.18608): the architecture.
 
 The paper's fix for the low-pass nature of spiking neurons (section 3.1) is two cheap operators:
 an extra max-pool in the patch embeddings (section 3.2, "Embed-Max") and depth-wise convolutions
@@ -13,24 +13,23 @@ Conventions (docs/reference/models.md):
 - attribute names follow the authors' checkpoint keys, so their released weights load by name, and
   the order in which a module assigns its layers is the order of the authors' keys.
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`parse_spec`, :func:`load_model`,
-:func:`load_official`, :func:`read_checkpoint`, :func:`model_config`, :func:`calibrate_batchnorm`.
+The model list (names, spec strings, ``create_model``) is zoo.py; reading and loading checkpoints,
+checkpoints.py; keeping less memory for the backward, memory.py (one switch, :meth:`SpikingNet.set_lean`).
 """
 from __future__ import annotations
 
-import difflib
-import pickle
 import re
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+import memory
 from kernels import MaxPool, saved_as_bytes, spike_conv
-from neurons import KERNELS, LIF, Neuron, NeuronSpec, pick_backend, rebuild_membrane
+from memory import SpikeSource, is_spikes, remember_norm
+from neurons import Neuron, NeuronSpec
 
 
 # ----------------------------------------------------------------------------- time folding
@@ -45,65 +44,21 @@ def unfold(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unflatten(0, (T, -1))
 
 
-# Stands in, among autograd's saved tensors, for a neuron's membrane H that the backward recomputes.
-RECOMPUTED_MEMBRANE = object()
+def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None) -> torch.Tensor:
+    """``conv -> BN [-> pool]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded into batch for
+    the convolution and the BN).
 
-
-def spike_after_norm(neuron: Neuron, bn: nn.Module, c: torch.Tensor, T: int) -> torch.Tensor:
-    """``neuron(unfold(bn(c)))``, where nothing else reads the BN output.
-
-    In training, a fused-backend LIF/IF keeps its membrane ``H`` for the backward; here ``H`` is
-    instead rebuilt in the backward from the BN input ``c``, which the BN keeps anyway: the same BN
-    (batch statistics, throwaway running buffers) and the same neuron kernel on the same numbers give
-    the same bits, and 4 bytes per element (float32) less are kept. The rebuilt ``H`` overwrites the
-    recomputed BN output and no spikes are kept (``neurons.rebuild_membrane``), so the rebuild makes
-    one new tensor, not three. Both modules are still called,
-    so their hooks see what they always see. Other cases (eval, no gradient, autocast, the ``torch``
-    backend, other neurons) run plainly. Where a pool sits between the BN and the neuron,
-    :func:`frames` does not rebuild: the rebuild would cost the pool again and, for the moment of the
-    rebuild, the full-resolution BN output (tried in the second pass of issue 12: slower, and no
-    lower peak on the event model).
-    """
-    y = unfold(bn(c), T)
-    plain = not (isinstance(neuron, LIF) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
-                 and y.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(c.device.type))
-    backend = None if plain else pick_backend(y, neuron.backend)
-    if backend not in KERNELS:
-        return neuron(y)
-    # The hooks live as long as what they saved: they must not hold y (or the BN output would stay alive).
-    membrane_shape, dtype = torch.Size((T, y[0].numel())), y.dtype
-
-    def pack(t: torch.Tensor) -> object:
-        return RECOMPUTED_MEMBRANE if t.shape == membrane_shape and t.dtype == dtype else t
-
-    def unpack(saved: object) -> torch.Tensor:
-        if saved is not RECOMPUTED_MEMBRANE:
-            return saved
-        with torch.no_grad():
-            mean, var = (None if b is None else torch.zeros_like(b) for b in (bn.running_mean, bn.running_var))
-            y_again = nn.functional.batch_norm(c, mean, var, bn.weight, bn.bias, True, 0.0, bn.eps)
-            return rebuild_membrane(y_again.reshape(T, -1), neuron.dynamics, backend)  # over y_again
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        return neuron(y)
-
-
-def frames(x: torch.Tensor, conv: nn.Module, bn: nn.Module, pool: nn.Module | None = None,
-           spikes: bool = False, then: Neuron | None = None) -> torch.Tensor:
-    """``conv -> BN [-> pool] [-> then]`` on every frame of ``x`` ``[T, B, C, ...]`` (time folded
-    into batch for the convolution and the BN; ``then`` is a neuron reading the result).
-
-    ``spikes=True`` says ``x`` is a spiking neuron's output (exactly 0/1): the convolution then keeps
-    it as one byte per element for the backward (``kernels.spike_conv``), with the same numbers. A
-    ``then`` neuron right after the BN (no pool, or an identity) rebuilds its membrane in the backward
-    (:func:`spike_after_norm`).
+    The one place where the memory plan (memory.py) meets the layers: spikes of a lean model's
+    neuron are convolved through ``kernels.spike_conv`` (kept as bytes for the backward, same
+    numbers), and a BN output with no pool after it is announced to the neuron that may read it
+    (``memory.remember_norm``: that neuron rebuilds its membrane in the backward).
     """
     T = x.shape[0]
-    c = spike_conv(conv, fold(x)) if spikes else conv(fold(x))
-    if then is not None and (pool is None or isinstance(pool, nn.Identity)):
-        return spike_after_norm(then, bn, c, T)
+    c = spike_conv(conv, fold(x)) if is_spikes(x) else conv(fold(x))
     y = unfold(bn(c) if pool is None else pool(bn(c)), T)
-    return y if then is None else then(y)
+    if pool is None or isinstance(pool, nn.Identity):
+        remember_norm(bn, c, y)
+    return y
 
 
 class FoldTime(nn.Module):
@@ -141,24 +96,19 @@ class Unit(nn.Module, HasConvBN):
     """``Conv2d(k, s, p, bias=False) -> BN2d -> [pool 3x3/2]`` on ``[T, B, Cin, H, W]``.
 
     This is docs/reference/models.md's ``Unit`` without its leading LIF: embeddings own their neurons,
-    because a main path and a shortcut often read the same spikes (computed once). ``spikes``: the
-    input is a spiking neuron's output (see :func:`frames`).
+    because a main path and a shortcut often read the same spikes (computed once).
     """
 
-    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None,
-                 spikes: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, k: int, s: int = 1, pool: str | None = None) -> None:
         super().__init__()
         self.embed_conv, self.embed_bn = conv_bn(cin, cout, k, s)
         self.pool = make_pool(pool, 2)
-        self.spikes = spikes
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.embed_conv, self.embed_bn)]
 
-    def forward(self, x: torch.Tensor, then: Neuron | None = None) -> torch.Tensor:
-        """The unit's output membrane, or the spikes of the ``then`` neuron reading it (which then
-        rebuilds its membrane in the backward, :func:`spike_after_norm`)."""
-        return frames(x, self.embed_conv, self.embed_bn, self.pool, self.spikes, then)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return frames(x, self.embed_conv, self.embed_bn, self.pool)
 
 
 # ----------------------------------------------------------------------------- patch embeddings
@@ -175,21 +125,21 @@ class EmbedOrig(nn.Module, HasConvBN):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 2, 3)
         self.lif = neuron()
-        self.embed1 = Unit(dim // 2, dim, 3, spikes=neuron.spiking)
-        self.embed2 = Unit(dim // 2, dim, 1, spikes=neuron.spiking)
+        self.embed1 = Unit(dim // 2, dim, 3)
+        self.embed2 = Unit(dim // 2, dim, 1)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = frames(x, self.proj_conv, self.proj_bn, then=self.lif)
+        s = self.lif(frames(x, self.proj_conv, self.proj_bn))
         return self.embed1(s) + self.embed2(s)
 
 
 def conv_path_start(cin: int, dim: int, neuron: NeuronSpec) -> tuple[Neuron, Unit, Neuron]:
     """``LIF -> Unit(conv3x3) -> LIF``: how Embed-Orig-later and Embed-1Max begin (as ``lif1``,
     ``embed1``, ``lif2``, their checkpoint keys, assigned in that order)."""
-    return neuron(), Unit(cin, dim, 3, spikes=neuron.spiking), neuron()
+    return neuron(), Unit(cin, dim, 3), neuron()
 
 
 class EmbedOrigLater(nn.Module):
@@ -201,12 +151,12 @@ class EmbedOrigLater(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
-        self.embed2 = Unit(dim, dim, 3, 2, spikes=neuron.spiking)
-        self.embed3 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
+        self.embed2 = Unit(dim, dim, 3, 2)
+        self.embed3 = Unit(cin, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed2(self.embed1(s, then=self.lif2)) + self.embed3(s)
+        return self.embed2(self.lif2(self.embed1(s))) + self.embed3(s)
 
 
 class EmbedMax(nn.Module):
@@ -219,14 +169,14 @@ class EmbedMax(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1 = neuron()
-        self.max_embed1 = Unit(cin, dim, 3, pool=self.pool, spikes=neuron.spiking)
+        self.max_embed1 = Unit(cin, dim, 3, pool=self.pool)
         self.lif2 = neuron()
-        self.embed1 = Unit(dim, dim, 3, spikes=neuron.spiking)
-        self.max_embed2 = Unit(cin, dim, 1, pool=self.pool, spikes=neuron.spiking)
+        self.embed1 = Unit(dim, dim, 3)
+        self.max_embed2 = Unit(cin, dim, 1, pool=self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.embed1(self.max_embed1(s, then=self.lif2)) + self.max_embed2(s)
+        return self.embed1(self.lif2(self.max_embed1(s))) + self.max_embed2(s)
 
 
 class EmbedAvg(EmbedMax):
@@ -244,12 +194,12 @@ class Embed1Max(nn.Module):
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
         self.lif1, self.embed1, self.lif2 = conv_path_start(cin, dim, neuron)
-        self.max_embed1 = Unit(dim, dim, 3, pool="max", spikes=neuron.spiking)
-        self.embed2 = Unit(cin, dim, 1, 2, spikes=neuron.spiking)
+        self.max_embed1 = Unit(dim, dim, 3, pool="max")
+        self.embed2 = Unit(cin, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif1(x)
-        return self.max_embed1(self.embed1(s, then=self.lif2)) + self.embed2(s)
+        return self.max_embed1(self.lif2(self.embed1(s))) + self.embed2(s)
 
 
 class EmbedMaxPlus(nn.Module, HasConvBN):
@@ -263,19 +213,19 @@ class EmbedMaxPlus(nn.Module, HasConvBN):
         super().__init__()
         self.proj_conv, self.proj_bn = conv_bn(cin, dim // 8, 3)
         self.lif1 = neuron()
-        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max", spikes=neuron.spiking)
+        self.max_embed1 = Unit(dim // 8, dim // 4, 3, pool="max")
         self.lif2 = neuron()
-        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max", spikes=neuron.spiking)
+        self.max_embed2 = Unit(dim // 4, dim // 2, 3, pool="max")
         self.lif3 = neuron()
-        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max", spikes=neuron.spiking)
-        self.embed1 = Unit(dim // 4, dim, 1, 4, spikes=neuron.spiking)
+        self.max_embed3 = Unit(dim // 2, dim, 3, pool="max")
+        self.embed1 = Unit(dim // 4, dim, 1, 4)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.proj_conv, self.proj_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.max_embed1(frames(x, self.proj_conv, self.proj_bn, then=self.lif1), then=self.lif2)
-        return self.max_embed3(self.max_embed2(s, then=self.lif3)) + self.embed1(s)
+        s = self.lif2(self.max_embed1(self.lif1(frames(x, self.proj_conv, self.proj_bn))))
+        return self.max_embed3(self.lif3(self.max_embed2(s))) + self.embed1(s)
 
 
 class EmbedOrigImageNet(nn.Module):
@@ -287,16 +237,16 @@ class EmbedOrigImageNet(nn.Module):
 
     def __init__(self, cin: int, dim: int, neuron: NeuronSpec) -> None:
         super().__init__()
-        self.embed1 = Unit(cin, dim // 2, 3, 2, spikes=False)
+        self.embed1 = Unit(cin, dim // 2, 3, 2)
         self.lif1 = neuron()
-        self.embed2 = Unit(dim // 2, dim, 3, 2, spikes=neuron.spiking)
+        self.embed2 = Unit(dim // 2, dim, 3, 2)
         self.lif2 = neuron()
-        self.embed3 = Unit(dim, dim, 3, spikes=neuron.spiking)
-        self.embed4 = Unit(dim // 2, dim, 1, 2, spikes=neuron.spiking)
+        self.embed3 = Unit(dim, dim, 3)
+        self.embed4 = Unit(dim // 2, dim, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.embed1(x, then=self.lif1)
-        return self.embed3(self.embed2(s, then=self.lif2)) + self.embed4(s)
+        s = self.lif1(self.embed1(x))
+        return self.embed3(self.lif2(self.embed2(s))) + self.embed4(s)
 
 
 class QKEmbedInit(nn.Module, HasConvBN):
@@ -321,11 +271,9 @@ class QKEmbedInit(nn.Module, HasConvBN):
                 (self.proj_conv2, self.proj_bn2), (self.rpe_conv, self.rpe_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.proj_lif.spiking
-        s = frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool, then=self.proj_lif)
-        y = frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1, spikes, then=self.proj_lif1)
-        return frames(y, self.proj_conv2, self.proj_bn2, spikes=spikes) + frames(s, self.rpe_conv, self.rpe_bn,
-                                                                                 spikes=spikes)
+        s = self.proj_lif(frames(x, self.proj_conv, self.proj_bn, self.proj_maxpool))
+        y = self.proj_lif1(frames(s, self.proj_conv1, self.proj_bn1, self.proj_maxpool1))
+        return frames(y, self.proj_conv2, self.proj_bn2) + frames(s, self.rpe_conv, self.rpe_bn)
 
 
 class QKEmbedStage(nn.Module, HasConvBN):
@@ -348,11 +296,9 @@ class QKEmbedStage(nn.Module, HasConvBN):
                 (self.proj_res_conv, self.proj_res_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.proj_lif.spiking
         s = self.proj_lif(x)
-        y = frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool, spikes, then=self.proj_lif4)
-        return frames(y, self.proj4_conv, self.proj4_bn, spikes=spikes) + frames(
-            s, self.proj_res_conv, self.proj_res_bn, spikes=spikes)
+        y = self.proj_lif4(frames(s, self.proj3_conv, self.proj3_bn, self.proj3_maxpool))
+        return frames(y, self.proj4_conv, self.proj4_bn) + frames(s, self.proj_res_conv, self.proj_res_bn)
 
 
 # name -> class(cin, dim, neuron) with a ``stride`` attribute. Register your own embedding here.
@@ -408,20 +354,22 @@ class DWC(nn.Module, HasConvBN):
         return [(self.conv, self.conv_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + frames(self.conv_neuron(x), self.conv, self.conv_bn, spikes=self.conv_neuron.spiking)
+        return x + frames(self.conv_neuron(x), self.conv, self.conv_bn)
 
 
-class SpikeProduct(nn.Module):
+class SpikeProduct(nn.Module, SpikeSource):
     """A product in an attention mixer whose first operand is a neuron's output (and whose first
     ``binary`` operands are spiking neurons' outputs: 0 in the ANN twin), as a module so analysis tools can hook it (``energy.py`` counts ``macs_per_element``
     multiply-accumulates per element of the first operand, gated by its firing rate). In a float32
     training forward the binary operands are kept as one byte per element for the backward
     (``kernels.saved_as_bytes``; under autocast the product saves its own half-precision copies, as
-    autograd does). No parameters, no state-dict entries."""
+    autograd does). ``spiking``: the product of binary operands is binary too (a mask times spikes),
+    so the layer reading it keeps it as bytes as well (memory.py). No parameters, no state-dict entries."""
 
-    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int, binary: int) -> None:
+    def __init__(self, product: Callable[..., torch.Tensor], macs_per_element: int, binary: int,
+                 spiking: bool = False) -> None:
         super().__init__()
-        self.product, self.macs_per_element, self.binary = product, macs_per_element, binary
+        self.product, self.macs_per_element, self.binary, self.spiking = product, macs_per_element, binary, spiking
 
     def forward(self, spikes: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         operands = (spikes, *others)
@@ -460,11 +408,11 @@ class SpikeAttention(nn.Module, HasConvBN):
 
     def project(self, conv: nn.Conv1d, bn: nn.BatchNorm1d, lif: Neuron, s: torch.Tensor) -> torch.Tensor:
         """Spikes ``[T, B, C, N]`` of one projection of the input spikes ``s`` ``[T, B, C, N]``."""
-        return frames(s, conv, bn, spikes=self.x_lif.spiking, then=lif)
+        return lif(frames(s, conv, bn))
 
     def output(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """``attn_lif -> Conv1d -> BN1d`` on ``[T, B, C, N]``, back to the membrane's ``shape``."""
-        return frames(self.attn_lif(y), self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(shape)
+        return frames(self.attn_lif(y), self.proj_conv, self.proj_bn).reshape(shape)
 
 
 class SSA(SpikeAttention):
@@ -508,7 +456,7 @@ class SSA(SpikeAttention):
         y = self.qkv_product(q, self.kv_product(k, v)) * self.scale                  # q @ (k^T @ v) * scale
         y = self.output(y.transpose(3, 4).reshape(T, B, C, H * W), x.shape)          # heads back to channels
         if self.dwc is not None:  # SSA+DWC: a depth-wise 5x5 restores high frequencies (Table 7)
-            y = frames(self.dwc_neuron(y), self.dwc, self.dwc_bn, spikes=self.dwc_neuron.spiking)
+            y = frames(self.dwc_neuron(y), self.dwc, self.dwc_bn)
         return y + x
 
 
@@ -522,7 +470,7 @@ class TokenQK(SpikeAttention):
         spiking = neuron.spiking  # q, k and the mask are spikes (ReLU outputs in the ANN twin)
         self.q_sum = SpikeProduct(lambda q: q.sum(dim=3, keepdim=True), 1, binary=1 if spiking else 0)  # 1 add per q element
         self.mask_product = SpikeProduct(lambda mask, k: mask * k, dim // num_heads,  # d per mask element
-                                         binary=2 if spiking else 0)
+                                         binary=2 if spiking else 0, spiking=spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
@@ -531,7 +479,7 @@ class TokenQK(SpikeAttention):
         k = self.project(self.k_conv, self.k_bn, self.k_lif, s).unflatten(2, (self.num_heads, -1))
         mask = self.attn_lif(self.q_sum(q))                                           # [T, B, h, 1, N]
         y = self.mask_product(mask, k).flatten(2, 3)                                  # [T, B, C, N]
-        return frames(y, self.proj_conv, self.proj_bn, spikes=self.attn_lif.spiking).reshape(x.shape) + x
+        return frames(y, self.proj_conv, self.proj_bn).reshape(x.shape) + x
 
 
 # name -> factory(dim, num_heads, neuron). Register your own mixer here to use it in spec strings.
@@ -574,13 +522,10 @@ class MLP(nn.Module, HasConvBN):
         return [(self.fc1_conv, self.fc1_bn), (self.fc2_conv, self.fc2_bn)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.fc1_lif.spiking
+        h = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn)
         if self.inner_residual:
-            h = x = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes) + x
-            s = self.fc2_lif(h)
-        else:
-            s = frames(self.fc1_lif(x), self.fc1_conv, self.fc1_bn, spikes=spikes, then=self.fc2_lif)
-        return x + frames(s, self.fc2_conv, self.fc2_bn, spikes=spikes)
+            h = x = h + x
+        return x + frames(self.fc2_lif(h), self.fc2_conv, self.fc2_bn)
 
 
 class Block(nn.Module):
@@ -638,6 +583,12 @@ class SpikingNet(nn.Module):
 
     cfg: NetConfig
     checkpoint_stages: bool = False
+
+    def set_lean(self, on: bool) -> "SpikingNet":
+        """The model-level memory switch (memory.py; on from construction): spikes kept as bytes and
+        membranes rebuilt after BN for the backward. The same numbers either way."""
+        memory.lean(self, on)
+        return self
 
     @property
     def T(self) -> int:
@@ -775,6 +726,7 @@ class MaxFormer(SpikingNet):
         for embed in embeds:
             self.stride *= embed.stride
         init_weights(self, cfg.init)
+        memory.install(self)
 
     def embeddings_and_blocks(self) -> list[tuple[nn.Module, nn.ModuleList]]:
         """Stage i's patch embedding and its blocks, for the stages the model has."""
@@ -835,9 +787,8 @@ class BasicBlock(nn.Module, HasConvBN):
         return [(self.conv1, self.bn1), (self.conv2, self.bn2), *shortcut]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = self.spike1.spiking
-        y = frames(self.spike1(x), self.conv1, self.bn1, self.pool, spikes, then=self.spike2)
-        y = frames(y, self.conv2, self.bn2, spikes=spikes)
+        y = self.spike2(frames(self.spike1(x), self.conv1, self.bn1, self.pool))
+        y = frames(y, self.conv2, self.bn2)
         return y + (x if self.downsample is None else unfold(self.downsample(x), x.shape[0]))
 
 
@@ -869,6 +820,7 @@ class MaxResNet(SpikingNet, HasConvBN):
         self.spike = neuron()
         self.fc1 = nn.Linear(cfg.widths[-1], cfg.num_classes)
         self.stride = 2 ** (len(cfg.layers) - 1)
+        memory.install(self)
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.conv1, self.bn1)]
@@ -891,292 +843,7 @@ class MaxResNet(SpikingNet, HasConvBN):
         return self.fc1(x).mean(0)                         # [B, classes]
 
 
-# ----------------------------------------------------------------------------- the zoo
-
-def _imagenet(dim: int, embeds: tuple[str, ...], mixers: tuple[str, ...]) -> MaxFormerConfig:
-    """ImageNet "10-D": widths D/4, D/2, D with 1, 2, 7 blocks, D/64 heads, T=1 (Table 3)."""
-    return MaxFormerConfig(dims=(dim // 4, dim // 2, dim), depths=(1, 2, 7), embeds=embeds, mixers=mixers,
-                           num_heads=dim // 64, num_classes=1000, img_size=224, T=1, init="imagenet")
-
-
-_EVENT = dict(dims=(128, 256), depths=(1, 1), mlp_ratio=1.0, num_heads=16, in_channels=2, img_size=128, T=16)
-_QK_CIFAR = dict(embeds=("orig", "1max", "1max"), mixers=("qk", "qk", "ssa"))
-_QK_EVENT = dict(_EVENT, embeds=("max_plus", "1max"), mixers=("qk", "ssa"))
-_MF_EVENT = dict(_EVENT, embeds=("max_plus", "max"), mixers=("dwc3", "ssa"))
-_RESNET_2222 = dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512))
-
-MODELS: dict[str, MaxFormerConfig | MaxResNetConfig] = {
-    "max_former_cifar10": MaxFormerConfig(),
-    "max_former_cifar100": MaxFormerConfig(num_classes=100),
-    "max_former_cifar10dvs": MaxFormerConfig(**_MF_EVENT, num_classes=10),
-    "max_former_dvsgesture": MaxFormerConfig(**_MF_EVENT, num_classes=11),
-    **{f"max_former_10_{d}": _imagenet(d, ("orig_imagenet", "max", "max"), ("dwc7", "dwc5", "ssa"))
-       for d in (384, 512, 768)},
-    "ms_qkformer_cifar10": MaxFormerConfig(**_QK_CIFAR),
-    "ms_qkformer_cifar100": MaxFormerConfig(**_QK_CIFAR, num_classes=100),
-    "ms_qkformer_cifar10dvs": MaxFormerConfig(**_QK_EVENT, num_classes=10),
-    "ms_qkformer_dvsgesture": MaxFormerConfig(**_QK_EVENT, num_classes=11),
-    **{f"ms_qkformer_10_{d}": _imagenet(d, ("qk_init", "qk_stage", "qk_stage"), ("qk", "qk", "ssa"))
-       for d in (384, 512, 768)},
-    "max_resnet18_cifar10": MaxResNetConfig(),
-    "max_resnet18_cifar100": MaxResNetConfig(num_classes=100),
-    "max_resnet18_2222_cifar10": MaxResNetConfig(**_RESNET_2222),
-    "max_resnet18_2222_cifar100": MaxResNetConfig(**_RESNET_2222, num_classes=100),
-    # Small Max-Former for the offline default dataset (2x24x24 event frames, T=4): trains on a CPU in minutes.
-    "max_former_tiny": MaxFormerConfig(dims=(16, 32, 64), depths=(1, 1, 1), embeds=("orig", "max", "max"),
-                                       mixers=("dwc3", "dwc3", "dwc3"), mlp_ratio=2.0, in_channels=2,
-                                       img_size=24, num_heads=4),
-}
-
-
-
-
-def list_models() -> list[str]:
-    """Every name :func:`create_model` accepts; ``<name>_ann`` is the non-spiking (ReLU) twin."""
-    return sorted(MODELS) + sorted(f"{name}_ann" for name in MODELS)
-
-
-SPEC_KEYS = {"embed": "embeds", "mixer": "mixers", "depth": "depths", "dim": "dims",
-             "mlp": "mlp_ratio", "heads": "num_heads", "layers": "layers", "widths": "widths"}
-
-
-def parse_spec(spec: str) -> dict[str, object]:
-    """Parse an ablation spec such as ``"embed=orig,max,max mixer=id,dwc3,ssa depth=1,1,2"`` into
-    config overrides (Tables 4 and 7). Keys: ``embed mixer depth dim mlp heads layers widths``.
-
-    A bad item raises ValueError naming it; names of embeddings and mixers, and the number of
-    entries per stage, are checked when the model is built.
-    """
-    out: dict[str, object] = {}
-    for item in spec.split():
-        key, sep, value = item.partition("=")
-        if not sep or key not in SPEC_KEYS:
-            raise ValueError(f"bad spec item {item!r}; write key=value with key in {sorted(SPEC_KEYS)}")
-        parts = value.split(",")
-        if not all(parts):
-            raise ValueError(f"bad spec item {item!r}: {key} needs comma-separated values, e.g. {key}=a,b,c")
-        try:
-            if key in ("embed", "mixer"):
-                out[SPEC_KEYS[key]] = tuple(parts)
-            elif key == "mlp":
-                out[SPEC_KEYS[key]] = float(value)
-            elif key == "heads":
-                out[SPEC_KEYS[key]] = int(value)
-            else:
-                out[SPEC_KEYS[key]] = tuple(int(p) for p in parts)
-        except ValueError:
-            kind = "a number" if key in ("mlp", "heads") else "comma-separated integers"
-            raise ValueError(f"bad spec item {item!r}: {key} takes {kind}") from None
-    return out
-
-
-def check_config(cfg: NetConfig) -> None:
-    """ValueError naming the field for any size, count or rate that cannot build a model."""
-    positive = {"T": cfg.T, "num_classes": cfg.num_classes, "in_channels": cfg.in_channels, "img_size": cfg.img_size}
-    if isinstance(cfg, MaxFormerConfig):
-        positive.update(num_heads=cfg.num_heads, **{f"dims[{i}]": d for i, d in enumerate(cfg.dims)},
-                        **{f"depths[{i}]": d for i, d in enumerate(cfg.depths)})
-        if not (isinstance(cfg.mlp_ratio, (int, float)) and cfg.mlp_ratio > 0):
-            raise ValueError(f"mlp_ratio must be a positive number, got {cfg.mlp_ratio!r}")
-    else:
-        positive.update(**{f"layers[{i}]": n for i, n in enumerate(cfg.layers)},
-                        **{f"widths[{i}]": w for i, w in enumerate(cfg.widths)})
-    for field, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field} must be a positive integer, got {value!r}")
-
-
-def create_model(name: str, spec: str | None = None, **overrides) -> nn.Module:
-    """Build a model of the zoo by name (:func:`list_models`), with config overrides such as
-    ``T``, ``num_classes``, ``in_channels``, ``img_size``, ``neuron`` (``lif``/``if``/``relu``),
-    ``neuron_backend``, ``dims``, ``embeds``, ``mixers``, ``width`` (the last stage's width D of
-    "4-384"; earlier stages scale with it), and/or an ablation ``spec`` string.
-
-    Bad names, overrides and specs raise ValueError saying what is wrong. The model records how it
-    was built in ``model.config_record`` (see :func:`model_config`).
-    """
-    base = name.removesuffix("_ann")
-    if base not in MODELS:
-        close = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}choose one of: {', '.join(list_models())}")
-    if name.endswith("_ann"):
-        overrides.setdefault("neuron", "relu")
-    if spec:
-        overrides = {**parse_spec(spec), **overrides}
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # JSON lists
-    config = MODELS[base]
-    if "width" in overrides:
-        width = overrides.pop("width")
-        if not isinstance(config, MaxFormerConfig):
-            raise ValueError(f"width applies to Max-Former models, not {name!r}; use widths=... for Max-ResNet")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
-        dims = overrides.get("dims", config.dims)
-        overrides["dims"] = tuple(d * width // dims[-1] for d in dims)  # the paper's "4-384": last width D
-    valid = {f.name for f in fields(config)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {sorted(valid | {'width'})}")
-    config = replace(config, **overrides)
-    check_config(config)
-    model = MaxFormer(config) if isinstance(config, MaxFormerConfig) else MaxResNet(config)
-    model.config_record = {"name": name, "spec": spec or None,
-                           "overrides": {k: jsonable(v) for k, v in asdict(config).items()}}
-    return model
-
-
-def jsonable(value: object) -> object:
-    """Tuples as lists, so a config record survives JSON unchanged."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-def model_config(model: nn.Module) -> dict:
-    """The JSON-able record of everything that changes ``model``'s function:
-    ``{"name", "spec", "overrides"}``, where ``overrides`` is every field of the resolved config, so
-    ``create_model(cfg["name"], spec=cfg["spec"], **cfg["overrides"])`` rebuilds the same function."""
-    try:
-        record = model.config_record
-    except AttributeError:
-        raise ValueError(f"{type(model).__name__} was not built by maxformer.create_model; it has no config record") from None
-    return {"name": record["name"], "spec": record["spec"], "overrides": dict(record["overrides"])}
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-# Known older key names of the released checkpoints -> the current names used here.
-KEY_ALIASES = ((".mixer.conv5.", ".mixer.conv."), (".mixer.conv5_bn.", ".mixer.conv_bn."))
-OUR_FORMATS = ("maxformer-train/1", "maxformer-train/2")
-# Overrides that change how a model runs, not what it computes: free to differ from a checkpoint's.
-FREE_OVERRIDES = ("neuron_backend",)
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be read as a checkpoint (corrupt, or needing pickle without the opt-in)."""
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped tensors, or
-    names a requested setting that contradicts the checkpoint's own config."""
-
-
-def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
-    """The contents of a checkpoint file, ours (``format`` in :data:`OUR_FORMATS`) or the authors'.
-
-    Loads with ``torch.load(weights_only=True)``; a file that pickles other Python objects is only
-    unpickled with ``allow_pickle`` (unpickling can run arbitrary code). Raises FileNotFoundError for
-    a missing file and :class:`CheckpointError` for an empty, truncated or random one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):
-            raise CheckpointError(f"{path} is corrupt or not a checkpoint (it cannot be unpickled)") from None
-        if not allow_pickle:
-            raise CheckpointError(
-                f"{path} holds pickled Python objects besides tensors (for example training arguments), so it "
-                f"was not loaded with torch.load(weights_only=True). Unpickling can run arbitrary code: only if "
-                f"you trust the file's source, pass allow_pickle=True (command line: --allow-pickle).") from None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch.load's errors for a broken zip or stream have no common base class
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it holds a {type(ckpt).__name__})")
-    return ckpt
-
-
-def is_ours(ckpt: Mapping) -> bool:
-    """True for a checkpoint written by train.py."""
-    return ckpt.get("format") in OUR_FORMATS
-
-
-def official_state_dict(checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint (a path or its contents): unwraps ``{"model": ...}`` /
-    ``{"state_dict": ...}``, strips DDP's ``module.`` prefix and renames known older keys
-    (:data:`KEY_ALIASES`)."""
-    sd = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint, allow_pickle)
-    for wrapper in ("model", "state_dict", "model_ema"):
-        if isinstance(sd.get(wrapper), Mapping):
-            sd = sd[wrapper]
-            break
-    out = {}
-    for key, value in sd.items():
-        if not torch.is_tensor(value):
-            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-        key = key.removeprefix("module.")
-        for old, new in KEY_ALIASES:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
-
-
-def load_official(model: nn.Module, checkpoint: str | Path | Mapping, allow_pickle: bool = False) -> nn.Module:
-    """Load the authors' weights (a path or a state dict) into ``model``, strictly.
-
-    Keys are matched by name; a checkpoint that uses another naming scheme (fewer than half of its
-    names are ours, as in older releases) is matched by position, as the authors' own ImageNet test
-    script does, provided it has exactly as many tensors as the model. Any missing, unexpected or
-    mis-shaped tensor raises :class:`CheckpointMismatchError` listing them all.
-    """
-    sd = official_state_dict(checkpoint, allow_pickle)
-    own = model.state_dict()
-    if len(sd) == len(own) and 2 * len(set(sd) & set(own)) < len(own):  # another naming scheme
-        sd = dict(zip(own, sd.values()))
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
-                 for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or misshaped:
-        lines = [f"checkpoint does not fit {type(model).__name__} ({len(sd)} tensors vs {len(own)})"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
-        raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(sd, strict=True)
-    return model
-
-
-def check_against(record: dict, name: str | None, spec: str | None, overrides: dict, where: str) -> None:
-    """CheckpointMismatchError if a requested name, spec item or override contradicts ``record``."""
-    if name is not None and name != record["name"]:
-        raise CheckpointMismatchError(f"{where} holds model {record['name']!r}, not {name!r}")
-    stored = record["overrides"]
-    requested = {**(parse_spec(spec) if spec else {}), **overrides}
-    if "width" in requested and "dims" in stored:
-        requested["dims"] = [d * requested.pop("width") // stored["dims"][-1] for d in stored["dims"]]
-    for key, value in requested.items():
-        if key in FREE_OVERRIDES:
-            continue
-        if key not in stored:
-            raise ValueError(f"unknown override {key!r} for {record['name']!r}; valid: {sorted(stored)}")
-        if jsonable(value) != stored[key]:
-            raise CheckpointMismatchError(f"{where} was trained with {key}={stored[key]!r}, not {key}={jsonable(value)!r}")
-
-
-def load_model(checkpoint: str | Path, name: str | None = None, spec: str | None = None,
-               allow_pickle: bool = False, **overrides) -> nn.Module:
-    """The model a checkpoint holds, with its weights.
-
-    Ours carries ``model_config`` (:func:`model_config`): the model is built from it, and a given
-    ``name``, ``spec`` item or override that contradicts it raises :class:`CheckpointMismatchError`
-    naming both values (``neuron_backend`` may differ). The authors' files, and ours from before
-    ``model_config``, carry no config: ``name`` (with ``spec`` and overrides) says what they hold.
-    """
-    ckpt = read_checkpoint(checkpoint, allow_pickle)
-    record = ckpt.get("model_config") if is_ours(ckpt) else None
-    if record is None:
-        if name is None:
-            raise ValueError(f"{checkpoint} records no model config (the authors' files do not): name the model")
-        model = create_model(name, spec, **overrides)
-    else:
-        check_against(record, name, spec, overrides, str(checkpoint))
-        free = {k: v for k, v in overrides.items() if k in FREE_OVERRIDES}
-        model = create_model(record["name"], spec=record["spec"], **{**record["overrides"], **free})
-    return load_official(model, ckpt)
-
+# ----------------------------------------------------------------------------- calibration
 
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:

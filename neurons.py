@@ -20,8 +20,9 @@ Every forward starts from a zero membrane (``v_reset`` for hard reset), so no ``
 Four interchangeable backends (``BACKENDS``, plus ``auto``) compute the same numbers:
 
 - ``torch``: the readable reference (``reference_sequence``), one step after another, plain autograd.
-- ``fused``: the same loop without a graph (``fused_forward``) and a hand-written backward through
-  time (``fused_backward``) in one autograd Function; it saves only ``H`` for the backward.
+- ``fused``: the same loop without a graph (``kernels.fused_forward``) and a hand-written backward
+  through time (``kernels.fused_backward``) in one autograd Function (``kernels.FusedSequence``); it
+  saves only ``H`` for the backward.
 - ``compiled``: ``fused`` through ``torch.compile`` (``kernels.compiled``), after a one-off compile
   per T and dynamics (cached on disk).
 - ``triton``: the fused algorithm as two Triton kernels (``kernels.triton_kernels``), CUDA float32 only.
@@ -104,6 +105,28 @@ class Dynamics:
         self.tau, self.v_threshold = float(self.tau), float(self.v_threshold)
         self.alpha = SURROGATES[self.surrogate][1] if self.alpha is None else float(self.alpha)
 
+    def charge(self, v: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1), written into ``out`` if given
+        (outside autograd; ``out`` may be ``x`` itself).
+
+        With the paper's dynamics (input decay, rest 0) and ``out``, the step works in place in ``out``
+        with no temporaries: the same operations in the same order, so the same bits (float addition
+        commutes exactly, so ``tmp + v`` is ``v + tmp``), and ``x`` is read before ``out`` is written.
+        """
+        if not self.leaky:
+            return torch.add(v, x, out=out)
+        above_rest = v if self.v_rest == 0 else v - self.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
+        if not self.decay_input:
+            return torch.add(v - above_rest / self.tau, x, out=out)
+        if out is None:
+            return v + (x - above_rest) / self.tau
+        return torch.sub(x, above_rest, out=out).div_(self.tau).add_(v)
+
+    @property
+    def surrogate_grad(self) -> Callable[..., torch.Tensor]:
+        """The chain rule through the surrogate (``SURROGATES``): ``(grad, x, alpha[, out, scratch])``."""
+        return SURROGATES[self.surrogate][0]
+
     @property
     def v_rest(self) -> float:
         """Membrane value at the start of a forward and the charge's resting point."""
@@ -112,24 +135,6 @@ class Dynamics:
     @property
     def leaky(self) -> bool:
         return self.tau != math.inf  # (math.isinf would break torch.compile's graph)
-
-
-def charge(v: torch.Tensor, x: torch.Tensor, d: Dynamics, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One charge step ``H[t]`` from ``V[t-1]`` and ``X[t]`` (eq. 1), written into ``out`` if given
-    (outside autograd; ``out`` may be ``x`` itself).
-
-    With the paper's dynamics (input decay, rest 0) and ``out``, the step works in place in ``out``
-    with no temporaries: the same operations in the same order, so the same bits (float addition
-    commutes exactly, so ``tmp + v`` is ``v + tmp``), and ``x`` is read before ``out`` is written.
-    """
-    if not d.leaky:
-        return torch.add(v, x, out=out)
-    above_rest = v if d.v_rest == 0 else v - d.v_rest  # v - 0.0 is v, bit for bit: one pass fewer
-    if not d.decay_input:
-        return torch.add(v - above_rest / d.tau, x, out=out)
-    if out is None:
-        return v + (x - above_rest) / d.tau
-    return torch.sub(x, above_rest, out=out).div_(d.tau).add_(v)
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -152,7 +157,7 @@ def reference_sequence(x: torch.Tensor, d: Dynamics) -> torch.Tensor:
     v = torch.full_like(x[0], d.v_rest)
     spikes = []
     for x_t in x.unbind(0):
-        h = charge(v, x_t, d)
+        h = d.charge(v, x_t)
         s = SpikeFunction.apply(h - d.v_threshold, d.surrogate, d.alpha)
         r = s.detach() if d.detach_reset else s
         v = h - r * d.v_threshold if d.v_reset is None else h * (1 - r) + r * d.v_reset
@@ -189,7 +194,7 @@ class LIF(Neuron):
         self.backend = check_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return neuron_sequence(x, self.dynamics, self.backend)  # reference_sequence or the fused algorithm below
+        return neuron_sequence(x, self.dynamics, self.backend)  # reference_sequence or kernels' fused algorithm
 
     def extra_repr(self) -> str:
         d = self.dynamics
@@ -249,141 +254,6 @@ class NeuronSpec:
         return ReLUNeuron()
 
 
-# ----------------------------------------------------------------------------- the fused algorithm
-# The same spikes and gradients as reference_sequence, with one autograd node for all T steps.
-
-def integer_view(t: torch.Tensor) -> torch.Tensor:
-    """The bits of float tensor ``t`` as a signed integer tensor of the same element size (a view)."""
-    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-
-
-def step_outputs(x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-    """Where a loop over the T steps of ``x`` ``[T, N]`` writes its per-step results: one ``[T, N]`` tensor,
-    row ``t`` for step ``t``. Under ``torch.compile`` every write into a row would become a copy of the
-    whole tensor, so there it is T separate tensors, stacked once at the end (:func:`stacked`)."""
-    if torch.compiler.is_compiling():
-        return [torch.empty_like(x[0]) for _ in range(x.shape[0])]
-    return torch.empty_like(x)
-
-
-def stacked(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """The ``[T, N]`` tensor of what a loop wrote into :func:`step_outputs`."""
-    return torch.stack(outputs) if isinstance(outputs, list) else outputs
-
-
-def fused_steps(x: torch.Tensor, d: Dynamics, hs: torch.Tensor | list[torch.Tensor],
-                spikes: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor | list[torch.Tensor]:
-    """All T steps of input ``x`` ``[T, N]`` without a graph, writing ``H[t]`` into ``hs[t]`` and ``S[t]``
-    into ``spikes[t]`` (:func:`step_outputs`); returns ``hs``.
-
-    ``hs`` may be ``x`` itself (each step reads ``X[t]`` before writing ``H[t]`` over it), and
-    ``spikes=None`` keeps no spikes: that is how a membrane is rebuilt (:func:`rebuild_membrane`).
-    Buffers are made once, so the loop allocates nothing. The hard reset to 0, ``where(fired, 0, H)``,
-    is a bitwise AND of ``H`` with a mask that is all ones where the neuron did not fire: the same
-    bits as ``torch.where``, without its per-element branch (several times slower on CPU at typical
-    firing rates).
-    """
-    v = torch.full_like(x[0], d.v_rest)
-    fired = torch.empty_like(integer_view(v))  # 1 where H[t] >= threshold, then 0 there and -1 (all ones) elsewhere
-    scratch = torch.empty_like(v) if spikes is None and d.v_reset is None else None
-    for t in range(x.shape[0]):
-        h = charge(v, x[t], d, out=hs[t])  # H[t] charged straight into its place
-        torch.ge(h, d.v_threshold, out=fired)
-        if spikes is not None or d.v_reset is None:  # S[t] as 0/1 in H's dtype
-            s = (scratch if spikes is None else spikes[t]).copy_(fired)
-        if d.v_reset is None:
-            torch.sub(h, torch.mul(s, d.v_threshold, out=v), out=v)
-        elif d.v_reset == 0:
-            torch.bitwise_and(integer_view(h), fired.sub_(1), out=integer_view(v))
-        else:
-            v = torch.where(fired.bool(), d.v_reset, h)
-    return hs
-
-
-def fused_forward(x: torch.Tensor, d: Dynamics) -> tuple[torch.Tensor, torch.Tensor]:
-    """All T steps without a graph: returns spikes and the charged membranes ``H``, both ``[T, ...]``
-    (written step by step into their final tensors, :func:`fused_steps`)."""
-    spikes = step_outputs(x)
-    hs = fused_steps(x, d, step_outputs(x), spikes)
-    return stacked(spikes), stacked(hs)
-
-
-def fused_backward(grad_spikes: torch.Tensor, h: torch.Tensor, d: Dynamics) -> torch.Tensor:
-    """Backward through time from the saved ``H``: the input gradient ``[T, ...]``.
-
-    Per step, from ``gv = dL/dV[t]`` (carried back from step t+1) and ``gs = dL/dS[t]``:
-    ``dL/dS`` gains the reset's share unless it is detached, ``dL/dH = surrogate(dL/dS) + gv * dV/dH``,
-    ``dL/dX = dL/dH / tau`` (input decay) and ``dL/dV[t-1] = dL/dH - dL/dH / tau``. The operations
-    mirror what autograd does on ``reference_sequence`` (same operations, same order), so spikes and
-    gradients are the same to the last bit. Per-step results live in buffers made once.
-    """
-    surrogate = SURROGATES[d.surrogate][0]
-    grad_x = step_outputs(h)
-    x, gh, gv, scratch = (torch.empty_like(h[0]) for _ in range(4))
-    below = torch.empty_like(h[0], dtype=torch.bool)
-    for t in reversed(range(h.shape[0])):
-        h_t, gs = h[t], grad_spikes[t]
-        torch.sub(h_t, d.v_threshold, out=x)
-        last = t == h.shape[0] - 1  # nothing flows back from the last step's reset
-        if not (last or d.detach_reset):
-            gs = gs - gv * d.v_threshold if d.v_reset is None else gs + gv * d.v_reset - gv * h_t  # autograd's order
-        surrogate(gs, x, d.alpha, out=gh, scratch=scratch)
-        if not last:  # + gv * dV/dH: 1 for a soft reset, 1 - S[t] for a hard one
-            if d.v_reset is None:
-                gh.add_(gv)
-            else:
-                scratch.copy_(torch.logical_not(torch.ge(x, 0, out=below), out=below))
-                gh.add_(scratch.mul_(gv))
-        if not d.leaky:
-            grad_x[t].copy_(gh)
-            gv, gh = gh, gv
-            continue
-        leak = torch.div(gh, d.tau, out=grad_x[t] if d.decay_input else scratch)
-        if not d.decay_input:
-            grad_x[t].copy_(gh)
-        torch.sub(gh, leak, out=gv)
-    return stacked(grad_x)
-
-
-# backend -> its (forward, backward) pair, built on first use
-KERNELS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
-    "fused": lambda: (fused_forward, fused_backward),
-    "compiled": lambda: (kernels.compiled(fused_forward), kernels.compiled(fused_backward)),
-    "triton": kernels.triton_kernels,
-}
-
-
-def rebuild_membrane(x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
-    """``H`` of input ``x`` ``[T, N]`` (``fused_forward(x, d)[1]``, same bits) through ``backend``'s
-    forward, spikes not kept. With the eager ``fused`` backend ``H`` is written over ``x``, so the
-    caller must not need ``x`` again (``maxformer.spike_after_norm`` gives up a BN output it recomputed)."""
-    if backend == "fused":
-        return fused_steps(x, d, x, None)
-    return KERNELS[backend]()[0](x, d)[1]
-
-
-class FusedSequence(torch.autograd.Function):
-    """One autograd node for all T steps with a hand-written backward; saves only ``H``.
-
-    ``backend`` names the pair of functions doing the work (``KERNELS``): ``fused`` (``fused_forward``
-    / ``fused_backward`` eagerly), ``compiled`` (the same through ``torch.compile``) or ``triton``.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, d: Dynamics, backend: str) -> torch.Tensor:
-        forward, _ = KERNELS[backend]()
-        spikes, h = forward(x, d)
-        ctx.save_for_backward(h)
-        ctx.dynamics, ctx.backend = d, backend
-        return spikes
-
-    @staticmethod
-    def backward(ctx, grad_spikes: torch.Tensor):
-        (h,) = ctx.saved_tensors
-        _, backward = KERNELS[ctx.backend]()
-        return backward(grad_spikes.contiguous(), h, ctx.dynamics), None, None
-
-
 def pick_backend(x: torch.Tensor, backend: str = "auto") -> str:
     """The backend that ``auto`` means for ``x``: ``triton`` for float32 CUDA tensors when Triton
     imports, else ``fused``. Other names are checked and returned unchanged."""
@@ -407,7 +277,7 @@ def neuron_sequence(x: torch.Tensor, d: Dynamics, backend: str = "auto") -> torc
     if backend == "torch":
         return reference_sequence(x, d)
     # Elementwise in space, so every layer runs as [T, N]: one shape family, one compile per T and d.
-    return FusedSequence.apply(x.reshape(x.shape[0], -1), d, backend).view(x.shape)
+    return kernels.FusedSequence.apply(x.reshape(x.shape[0], -1), d, backend).view(x.shape)
 
 
 # ----------------------------------------------------------------------------- the sub-threshold membrane
@@ -423,7 +293,7 @@ def membrane(x: torch.Tensor, tau: float = 2.0) -> torch.Tensor:
     v = torch.zeros_like(x[0])
     hs = []
     for x_t in x.unbind(0):
-        v = charge(v, x_t, d)
+        v = d.charge(v, x_t)
         hs.append(v)
     return torch.stack(hs)
 

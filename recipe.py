@@ -22,13 +22,17 @@ Three schedule kinds, chosen by ``cfg.schedule`` (facts: docs/reference/recipes.
 The peak lr is ``cfg.lr``, or ``cfg.lr_base x batch_size x world_size / 256`` when ``lr_base`` is set
 (the authors' ImageNet rule; they ran 8 processes x 64 = 512 images per step).
 
-This module only reads attributes of ``cfg`` (train.py's config; see ``RecipeConfig``) and imports
-nothing heavier than the standard library, so ``--print-recipe`` needs no data and no model.
+This module only reads attributes of ``cfg`` (train.py's config; see ``RecipeConfig``), so
+``--print-recipe`` needs no data and no model; the facts it records that the code also uses (the
+normalisation, the erasing box, which datasets are event data) come from augment.py and data.py.
 """
 from __future__ import annotations
 
 import math
 from typing import Protocol
+
+from augment import ERASE_AREA, ERASE_ASPECT, NORMALIZATION
+from data import EVENT_DATASETS
 
 SCHEDULES: tuple[str, ...] = ("epoch-cosine", "iter-cosine", "step-cosine")
 
@@ -42,16 +46,6 @@ TRAIN_SIZES: dict[str, int] = {
     "cifar10dvs": 9000,  # first ceil(0.9 x 1000) files of each of the 10 classes
     "digits-dvs": 1437,  # scikit-learn's 1797 digits, 80/20 stratified split
     **{f"bands-{band}": 800 for band in ("low", "mid", "high")},  # events.BandsDVSConfig: 4 classes x 200
-}
-EVENT_DATASETS: frozenset[str] = frozenset({"dvsgesture", "cifar10dvs", "digits-dvs", "bands-low", "bands-mid",
-                                            "bands-high"})
-
-# Per-dataset input normalisation (mean, std) of the static-image datasets; event frames are raw counts.
-# docs/reference/recipes.md, "Hyper-parameters": CIFAR-100 has its own statistics.
-NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # What the two named RandAugment policies do (docs/reference/recipes.md, "Image augmentation");
@@ -285,7 +279,8 @@ def _mixing_record(cfg: RecipeConfig) -> dict:
 def _erasing_record(cfg: RecipeConfig) -> dict | None:
     if cfg.random_erasing <= 0 or not cfg.augment:
         return None
-    box = {"p": cfg.random_erasing, "count": 1, "area": [0.02, 1 / 3], "aspect_log_uniform": [0.3, 3.3]}
+    box = {"p": cfg.random_erasing, "count": 1, "area": list(ERASE_AREA),
+           "aspect_log_uniform": [ERASE_ASPECT, 1 / ERASE_ASPECT]}
     if cfg.dataset == "imagenet":
         return {**box, "mode": "pixel (normal noise)", "where": "per sample in the transform, before mixing"}
     return {**box, "mode": "const 0", "where": "per sample on the normalised batch, after mixup/cutmix"}
@@ -318,7 +313,7 @@ def resolve_recipe(cfg: RecipeConfig, steps_per_epoch: int, world_size: int = 1)
     """Every resolved hyper-parameter of a run, as a JSON-able dict (the keys of docs/reference/recipes.md's
     table) plus ``lr_per_epoch``: the lr of the first iteration of every epoch."""
     check_schedule(cfg, steps_per_epoch)
-    normalisation = NORMALISATION.get(cfg.dataset)
+    normalisation = NORMALIZATION.get(cfg.dataset)
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,

@@ -49,6 +49,7 @@ from torch.utils.hooks import RemovableHandle
 from tqdm import tqdm
 
 import maxformer
+import zoo
 from analysis_cli import Hooks, UsageError, add_model_args, checkpoint_for, is_binary, prepare, run_command, write_csv
 from neurons import IF, LIF, Neuron, lif_transfer, membrane
 
@@ -416,8 +417,7 @@ def cmd_temporal(args: argparse.Namespace) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    import maxformer
-    model = maxformer.create_model(args.model)
+    model = zoo.create_model(args.model)
     picks = {v: k for k, v in fig6_names(model).items()}
     blocks, neurons = set(block_names(model)), set(neuron_names(model))
     for name, module in model.named_modules():

@@ -148,16 +148,16 @@ def train_flags(grid: Grid, variant: str, dataset: str, seed: int, data_dir: str
 def run_cell(grid: Grid, variant: str, dataset: str, seed: int, data_dir: str | None, out: Path) -> dict:
     """Train one run with ``train.main`` on one thread (its output into ``out/train.log``) and measure
     the high-frequency share of every block output of the final model on the test set."""
-    import maxformer
     import spectrum
     import train
+    from checkpoints import load_model
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     started, cpu = time.time(), time.process_time()
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         metrics = train.main(train_flags(grid, variant, dataset, seed, data_dir, out))
-    model = maxformer.load_model(out / "last.pth")
+    model = load_model(out / "last.pth")
     _, test_set, _ = build_datasets(dataset, data_dir=data_dir, augment=False)
     n = min(grid.limit_test or len(test_set), len(test_set))
     batches = [torch.stack([test_set[i][0] for i in range(j, min(j + 100, n))]) for j in range(0, n, 100)]

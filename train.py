@@ -43,14 +43,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import (CSV_COLUMNS, all_rng_states, on_main, FlagParser, NonFiniteError, RunFolderError, SettingsError,
-                         StopFlag, count, default_run_name, flag_parser, records_run, non_negative, open_run_folder, parse_flags, positive, positive_int, probability,
-                         same_model, save_checkpoint, scalar_writer, set_rng_state,
-                         setting, settings_from, to_yaml, what_went_nonfinite, write_curves, write_log, write_text)
+from checkpoints import (CSV_COLUMNS, CheckpointError, CheckpointMismatchError, NonFiniteError, RunFolderError, StopFlag,
+                         all_rng_states, default_run_name, is_ours, load_official, on_main, open_run_folder,
+                         read_checkpoint, save_checkpoint, scalar_writer, set_rng_state, what_went_nonfinite,
+                         write_curves, write_log, write_text)
+from settings import (FlagParser, Roles, SettingsError, count, flag_parser, non_negative, parse_flags, positive,
+                      positive_int, probability, same_model, setting, settings_from, to_yaml)
 from augment import EVENT_CUTMIX, POLICIES, MixupCutmix, erase_batch, smooth_one_hot
 from data import DATA_ERRORS, DATASETS, DatasetInfo, build_datasets, check_data_dir, seeded_subset
-from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_official, model_config,
-                       parse_spec, read_checkpoint)
+from zoo import create_model, list_models, model_config, parse_spec
 from neurons import BACKENDS, Neuron
 from recipe import SCHEDULES, config_steps_per_epoch, lr_at, peak_lr, resolve_recipe
 
@@ -92,7 +93,7 @@ class Config:
                                     metavar="DIR")
     download: bool = setting(False, "download the dataset if it is missing and its licence allows it")
     spec: str | None = setting(None, "architecture overrides for ablations, e.g. 'embed=orig,max,max "
-                               "mixer=id,dwc3,ssa' (keys: see maxformer.parse_spec)", type=spec_string,
+                               "mixer=id,dwc3,ssa' (keys: see zoo.parse_spec)", type=spec_string,
                                metavar="'key=value ...'")
     T: int | None = setting(None, "time steps; default: the dataset's frame count for event data, else the "
                             "model's", names=("-T",), type=positive_int, metavar="STEPS")
@@ -175,11 +176,11 @@ class Config:
 
 GROUPS = {"model": "model and data", "epochs": "optimisation (AdamW)", "schedule": "learning-rate schedule",
           "smoothing": "regularisation", "output": "run"}
-RUN_ONLY = frozenset({"config", "output", "overwrite", "resume", "override", "eval_only", "checkpoint",
-                      "allow_pickle", "print_recipe", "steps_per_epoch"})
-MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "data_dir", "cache_dir", "download", "compile",
-                                  "checkpoint_stages", "neuron_backend"})
-MODEL_SETTINGS = ("model", "spec", "T", "neuron", "dataset", "label_order")
+ROLES = Roles(run_only=frozenset({"config", "output", "overwrite", "resume", "override", "eval_only", "checkpoint",
+                                  "allow_pickle", "print_recipe", "steps_per_epoch"}),
+              may_change=frozenset({"epochs", "workers", "device", "data_dir", "cache_dir", "download", "compile",
+                                    "checkpoint_stages", "neuron_backend"}),
+              model=("model", "spec", "T", "neuron", "dataset", "label_order"))
 
 
 def build_parser(defaults: bool = True) -> FlagParser:
@@ -551,7 +552,7 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, sets: tup
     eval_dtype = None if cfg.eval_precision == "fp32" else dtype
     scalars = scalar_writer(out / "tensorboard", purge_step=run.epoch + 1) if ctx.is_main else None
     if ctx.is_main:
-        write_text(out / "config.yaml", to_yaml(cfg, RUN_ONLY))
+        write_text(out / "config.yaml", to_yaml(cfg, ROLES.run_only))
         write_text(out / "recipe.json", json.dumps(resolve_recipe(cfg, steps, ctx.world), indent=2) + "\n")
         write_log(out / "log.csv", run.history)
         samples = f"{len(train_set)} train / {len(test_set)} test samples"
@@ -588,7 +589,7 @@ def train(cfg: Config, ctx: Context, net: nn.Module, model: nn.Module, sets: tup
 def evaluate_checkpoint(cfg: Config, ctx: Context, ckpt: dict, net: nn.Module, model: nn.Module,
                         test_set: Dataset, test_loader: DataLoader, dtype: torch.dtype | None) -> dict:
     """--eval-only: load the weights (ours by key, the authors' through load_official), evaluate."""
-    if records_run(ckpt):
+    if is_ours(ckpt, records_run=True):
         net.load_state_dict(ckpt["model"])
     else:
         load_official(net, ckpt, allow_pickle=cfg.allow_pickle)
@@ -616,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict:
             path = cfg.resume or cfg.checkpoint
             ckpt = read_checkpoint(path, cfg.allow_pickle and cfg.eval_only) if path else None
             if path:
-                cfg = settings_from(ckpt, cfg, given, path, ctx.world, RUN_ONLY, MAY_CHANGE_ON_RESUME, MODEL_SETTINGS)
+                cfg = settings_from(ckpt, cfg, given, path, ctx.world, ROLES)
             if cfg.resume and ckpt["epoch"] >= cfg.epochs and ckpt["step"] == 0:
                 return finished(ckpt, cfg, cfg.resume)
             parameters = checked_model_size(cfg)
@@ -631,7 +632,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             train_set, test_set, info = build_data(cfg)
             net = build_model(model_record(cfg, info)).to(ctx.device)
-            if cfg.eval_only and records_run(ckpt) and not cfg.override:
+            if cfg.eval_only and is_ours(ckpt, records_run=True) and not cfg.override:
                 same_model(model_config(net), ckpt["model_config"], path)
             net.checkpoint_stages = cfg.checkpoint_stages
             model = torch.compile(net) if cfg.compile else net

@@ -48,6 +48,7 @@ for path in (ROOT, ROOT / "bench"):
 
 import kernels  # noqa: E402
 import maxformer  # noqa: E402
+import zoo  # noqa: E402
 import neurons  # noqa: E402
 from authors import AuthorsNet  # noqa: E402
 from bench_neurons import cpu_name  # noqa: E402
@@ -82,8 +83,8 @@ def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
     faithful one), same function: every ``neurons.Neuron`` becomes
     spikingjelly's multi-step ``LIFNode`` (tau 2, hard reset to 0, detached reset, sigmoid surrogate
     alpha 4) with the neuron's ``v_threshold``; every ``kernels.MaxPool`` becomes ``nn.MaxPool2d``;
-    and no layer keeps its spike input as bytes (the nodes say ``spiking = False``; the patch
-    embeddings' units and the attention products are told so). spikingjelly nodes keep their membrane between calls: call
+    and no layer keeps its spike input as bytes (the nodes are not ``neurons.Neuron``, so the memory plan,
+    memory.py, does not see them; the attention products are told so). spikingjelly nodes keep their membrane between calls: call
     ``spikingjelly.activation_based.functional.reset_net(model)`` after every forward."""
     try:
         from spikingjelly.activation_based.neuron import LIFNode
@@ -94,8 +95,6 @@ def swap_in_spikingjelly(model: torch.nn.Module) -> torch.nn.Module:
         spiking = False  # our layers then save its output as autograd does, in the float dtype
 
     for module in list(model.modules()):
-        if isinstance(module, maxformer.Unit):
-            module.spikes = False
         if isinstance(module, maxformer.SpikeProduct):
             module.binary = 0
         for name, child in list(module.named_children()):
@@ -133,7 +132,7 @@ class Workload:
         overrides = {} if cfg.T is None else {"T": cfg.T}
         if cfg.neuron_backend != "auto":
             overrides["neuron_backend"] = cfg.neuron_backend
-        model = maxformer.create_model(cfg.model, **overrides)
+        model = zoo.create_model(cfg.model, **overrides)
         if cfg.spikingjelly:
             swap_in_spikingjelly(model)
         model.checkpoint_stages = cfg.checkpoint_stages

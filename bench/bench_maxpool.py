@@ -21,12 +21,12 @@ from _common import header, table  # noqa: E402
 from bench_models import CPU_BATCH  # noqa: E402
 from bench_neurons import best_ms  # noqa: E402
 import kernels  # noqa: E402
-import maxformer  # noqa: E402
+import zoo  # noqa: E402
 
 
 def pool_shapes(name: str, batch: int) -> list[tuple[tuple[int, ...], int]]:
     """(input shape, stride) of every 3x3 max-pool of zoo model ``name`` on a batch of ``batch``."""
-    model = maxformer.create_model(name).eval()
+    model = zoo.create_model(name).eval()
     seen: list[tuple[tuple[int, ...], int]] = []
     hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((tuple(args[0].shape), m.stride)))
              for m in model.modules() if isinstance(m, kernels.MaxPool)]

@@ -29,11 +29,14 @@ def child(root: str, name: str, batch: int, steps: int) -> None:
     """Run in a fresh process: time ``steps`` training steps of ``name`` with the code under ``root``; print JSON."""
     sys.path.insert(0, root)
     import torch
-    import maxformer
+    try:
+        from zoo import create_model
+    except ImportError:  # a revision from before zoo.py, whose model list was in maxformer.py
+        from maxformer import create_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = maxformer.create_model(name).train()
+    model = create_model(name).train()
     c = model.cfg
     if c.in_channels == 2:  # event models read frames [B, T, C, H, W] (older revisions lack model.is_event)
         x = torch.rand(batch, c.T, c.in_channels, c.img_size, c.img_size).round()

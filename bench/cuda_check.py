@@ -69,14 +69,14 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import maxformer  # noqa: E402
 import neurons  # noqa: E402
+import zoo  # noqa: E402
 from _common import header  # noqa: E402
 
 SCHEMA = "maxformer-cuda-check/1"
 GB = 1e9
 RELIED_ON = (
-    "maxformer.create_model(name, T=..., neuron_backend=...)", "maxformer.list_models()",
+    "zoo.create_model(name, T=..., neuron_backend=...)", "zoo.list_models()",
     "model.cfg.{T, in_channels, img_size, num_classes}", "neurons.Neuron", "neurons.LIF",
     "neurons.LIF(backend=...)", "neurons.BACKENDS", "LIF.dynamics.{tau, v_threshold, v_reset, decay_input, "
     "detach_reset, surrogate, alpha}", "bench._common.header(device)",
@@ -99,7 +99,7 @@ DATA_FLAGS = ("--limit-train", "64", "--limit-test", "32", "--batch-size", "16",
 
 @dataclass(frozen=True)
 class ModelCase:
-    """A zoo model (``maxformer.create_model``) at a batch size, optionally at another T."""
+    """A zoo model (``zoo.create_model``) at a batch size, optionally at another T."""
 
     model: str
     batch: int
@@ -117,7 +117,7 @@ class ModelCase:
             overrides["neuron_backend"] = backend
         torch.manual_seed(0)
         with torch.device(device):
-            return maxformer.create_model(self.model, **overrides)
+            return zoo.create_model(self.model, **overrides)
 
     def batch_for(self, model: nn.Module, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """A random input batch (binary events for event models) and labels."""

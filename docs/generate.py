@@ -40,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import maxformer  # noqa: E402  (the repository root, for `python docs/generate.py`)
+import zoo  # noqa: E402  (the repository root, for `python docs/generate.py`)
 from analysis_cli import AVG_TINY, SHIPPED  # noqa: E402
 
 DOCS = ROOT / "docs"
@@ -82,15 +82,17 @@ CODE_MAP = [
     ("stage loop, checkpointing, BN folding", "maxformer.SpikingNet", ""),
     ("Max-ResNet basic block (Table 5)", "maxformer.BasicBlock", "BasicBlock_MS / BasicBlock_MS_max"),
     ("Max-ResNet-18 (Table 5)", "maxformer.MaxResNet", "ResNet"),
-    ("spec strings for ablations (Tables 4, 7)", "maxformer.parse_spec", ""),
-    ("model zoo by name", "maxformer.create_model", ""),
-    ("the authors' checkpoints", "maxformer.load_official", ""),
-    ("a checkpoint's model, built from its recorded config", "maxformer.load_model", ""),
+    ("spec strings for ablations (Tables 4, 7)", "zoo.parse_spec", ""),
+    ("model zoo by name", "zoo.create_model", ""),
+    ("the authors' checkpoints", "checkpoints.load_official", ""),
+    ("a checkpoint's model, built from its recorded config", "checkpoints.load_model", ""),
+    ("the memory plan, one switch per model (memory)", "memory.install", ""),
     ("spikes saved as bytes for the backward (memory)", "kernels.saved_as_bytes", ""),
     ("a convolution of spikes through it", "kernels.spike_conv", ""),
-    ("a membrane rebuilt after BN instead of kept (memory)", "maxformer.spike_after_norm", ""),
+    ("a membrane rebuilt after BN instead of kept (memory)", "memory.rebuild_after_norm", ""),
     ("max-pool that keeps two bytes per output (memory)", "kernels.MaxPool", ""),
     ("what a training forward leaves in memory", "kernels.saved_bytes", ""),
+    ("the fused LIF/IF algorithm: all T steps in one autograd node (speed)", "kernels.FusedSequence", ""),
     ("Triton LIF kernels (CUDA)", "kernels.triton_kernels", "MultiStepLIFNode(backend='cupy')"),
 ]
 
@@ -100,7 +102,7 @@ def shape_rows(name: str) -> tuple[list[tuple[str, str, str, int]], int]:
     """(module, class, output shape, parameters) for the input, each embedding/block and the logits;
     and the model's parameter count."""
     with torch.device("meta"):
-        model = maxformer.create_model(name).eval()
+        model = zoo.create_model(name).eval()
     cfg = model.cfg
     size = cfg.img_size
     x = torch.empty(1, cfg.T, cfg.in_channels, size, size, device="meta") if model.is_event \

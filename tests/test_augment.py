@@ -210,9 +210,9 @@ def test_cifar_policy_leaves_half_the_images_untouched():
 def test_mean_fills_and_cifar100_statistics(tmp_path, monkeypatch):
     """Fills are the rounded mean pixels; CIFAR-100's transforms normalise with CIFAR-100's mean/std
     and fill its affine ops with CIFAR-100's mean pixel."""
-    assert mean_fill(data.NORMALIZATION["cifar10"][0]) == (125, 123, 114)
-    assert mean_fill(data.NORMALIZATION["cifar100"][0]) == (129, 124, 112)
-    assert mean_fill(data.NORMALIZATION["imagenet"][0]) == (124, 116, 104)
+    assert mean_fill(augment.NORMALIZATION["cifar10"][0]) == (125, 123, 114)
+    assert mean_fill(augment.NORMALIZATION["cifar100"][0]) == (129, 124, 112)
+    assert mean_fill(augment.NORMALIZATION["imagenet"][0]) == (124, 116, 104)
     from torchvision import datasets
 
     class FakeCIFAR100:
@@ -336,13 +336,13 @@ def test_imagenet_train_pipeline_order():
     CIFAR pipeline erases nothing per sample."""
     from torchvision.transforms import v2
 
-    steps = data.imagenet_transforms(True).transforms
+    steps = augment.imagenet_transforms(True).transforms
     kinds = [type(t) for t in steps]
     assert kinds[:3] == [v2.RandomResizedCrop, v2.RandomHorizontalFlip, RandAugmentImageNet]
     assert steps[0].scale == (0.08, 1.0) and steps[2].fill == (124, 116, 104)
     assert kinds[-1] is RandomErasing and steps[-1] == RandomErasing(p=0.25, noise=True)
     assert v2.Normalize in kinds
-    cifar = data.cifar_transforms(True).transforms  # CIFAR erases the mixed batch instead (erase_batch)
+    cifar = augment.cifar_transforms(True).transforms  # CIFAR erases the mixed batch instead (erase_batch)
     assert not any(isinstance(t, (RandomErasing, v2.RandomErasing)) for t in cifar)
-    x = data.imagenet_transforms(True)(rgb(np.random.default_rng(0).integers(0, 256, (40, 30, 3))))
+    x = augment.imagenet_transforms(True)(rgb(np.random.default_rng(0).integers(0, 256, (40, 30, 3))))
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32

@@ -18,6 +18,7 @@ import kernels  # noqa: E402
 import profile_step  # noqa: E402
 import saved_account  # noqa: E402
 import maxformer  # noqa: E402
+import zoo  # noqa: E402
 import neurons  # noqa: E402
 
 TINY = "max_former_tiny"
@@ -30,8 +31,8 @@ def test_swap_in_spikingjelly_replaces_every_neuron_and_keeps_the_function():
     from spikingjelly.activation_based.functional import reset_net
     torch.manual_seed(0)
     mixers = ("dwc3", "max", "ssa")  # SSA has a neuron with threshold 0.5
-    ours = maxformer.create_model(TINY, mixers=mixers)
-    theirs = _common.swap_in_spikingjelly(maxformer.create_model(TINY, mixers=mixers))
+    ours = zoo.create_model(TINY, mixers=mixers)
+    theirs = _common.swap_in_spikingjelly(zoo.create_model(TINY, mixers=mixers))
     theirs.load_state_dict(ours.state_dict())
     thresholds = [m.dynamics.v_threshold for m in ours.modules() if isinstance(m, neurons.Neuron)]
     nodes = [m for m in theirs.modules() if isinstance(m, spikingjelly.LIFNode)]
@@ -183,6 +184,7 @@ def test_bench_scaling_sweep_and_fit():
     assert "time  =" in bench_scaling.report("T", res, memory=False)
 
 
+@pytest.mark.slow
 def test_bench_revisions_alternates_fresh_processes_that_compute_the_same():
     """Compared with itself, the code gives the same loss in every process, and each process times its steps."""
     results = bench_revisions.compare(bench_revisions.ROOT, "again", TINY, batch=2, rounds=2, steps=1)
@@ -194,8 +196,8 @@ def test_bench_revisions_alternates_fresh_processes_that_compute_the_same():
 def test_bench_maxpool_finds_every_pool_and_times_both():
     """max_former_tiny pools in its two embeddings (stride 2); each shape is checked equal, then timed."""
     shapes = bench_maxpool.pool_shapes(TINY, 2)
-    assert len(shapes) == sum(isinstance(m, kernels.MaxPool) for m in maxformer.create_model(TINY).modules()) > 0
-    assert all(len(shape) == 4 and shape[0] == 2 * maxformer.create_model(TINY).cfg.T and stride == 2
+    assert len(shapes) == sum(isinstance(m, kernels.MaxPool) for m in zoo.create_model(TINY).modules()) > 0
+    assert all(len(shape) == 4 and shape[0] == 2 * zoo.create_model(TINY).cfg.T and stride == 2
                for shape, stride in shapes)
     ms = bench_maxpool.measure(shapes[0][0], 2, repeats=1)
     assert set(ms) == {"ours forward", "NCHW forward", "ours fwd+bwd", "NCHW fwd+bwd"} and min(ms.values()) > 0

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cuda_check  # noqa: E402
-import maxformer  # noqa: E402
+import zoo  # noqa: E402
 
 CASE_KEYS = {"name", "group", "status", "estimate_s", "seconds", "note", "details"}
 FAMILIES = ("max_former_cifar10", "max_former_dvsgesture", "max_former_10_384", "ms_qkformer_cifar10",
@@ -30,7 +30,7 @@ def dry_run(tmp_path: Path, *flags: str) -> dict:
 def test_dry_run_plans_every_case(tmp_path):
     report = dry_run(tmp_path)
     assert report["schema"] == "maxformer-cuda-check/1" and report["mode"] == "dry-run"
-    assert report["exit_code"] == 0 and "maxformer.create_model(name, T=..., neuron_backend=...)" in report["imports"]
+    assert report["exit_code"] == 0 and "zoo.create_model(name, T=..., neuron_backend=...)" in report["imports"]
     cases = {c["name"]: c for c in report["cases"]}
     assert all(set(c) == CASE_KEYS for c in report["cases"])
     assert sum(report["summary"].values()) == len(cases)
@@ -40,7 +40,7 @@ def test_dry_run_plans_every_case(tmp_path):
                                                 "ms_qkformer_cifar10", "max_resnet18_cifar10")}
     expected |= {f"bench:{w}:{p}:{v}" for w in WORKLOADS for p in ("fp16", "fp32") for v in ("ours", "sj-cupy")}
     assert set(cases) == expected
-    assert set(FAMILIES) <= set(maxformer.list_models())
+    assert set(FAMILIES) <= set(zoo.list_models())
     for name, case in cases.items():
         if name.endswith(":sj-cupy") and case["status"] == "skip":
             assert "0.0.0.0.12" in case["note"] and case["details"]["lif_dynamics"], name

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import augment
 import data
 import events as ev_module
 import fake_datasets as fk
@@ -377,14 +378,15 @@ SHORT_SACCADE = ev_module.DigitsDVSConfig(steps=30)  # the default pipeline with
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
+def short_digits_dir(tmp_path_factory):
+    """digits-dvs built with a short saccade (not conftest's default-settings `digits_dir`)."""
     root = tmp_path_factory.mktemp("digits")
     build_datasets("digits-dvs", root, digits_config=SHORT_SACCADE)
     return root
 
 
-def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
-    train, test, info = build_datasets("digits-dvs", digits_dir, digits_config=SHORT_SACCADE)
+def test_digits_default_counts_shapes_and_cache(short_digits_dir, count_integrations):
+    train, test, info = build_datasets("digits-dvs", short_digits_dir, digits_config=SHORT_SACCADE)
     assert count_integrations == []  # frames come from the cache built by the fixture
     assert info == data.DatasetInfo("digits-dvs", 10, 2, (24, 24), 4)
     assert (len(train), len(test)) == (1437, 360)
@@ -393,7 +395,7 @@ def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     x, label = train[0]
     assert x.shape == (4, 2, 24, 24) and x.dtype == torch.float32 and 0 <= label < 10
     assert isinstance(train.transform, EventAugment) and test.transform is None
-    events_file, = (digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
+    events_file, = (short_digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
     with np.load(events_file) as z:
         per_digit = np.diff(z["offsets"])
         assert z["labels"].tolist()[:3] == [0, 1, 2]
@@ -403,18 +405,18 @@ def test_digits_default_counts_shapes_and_cache(digits_dir, count_integrations):
     assert x.sum(dim=(1, 2, 3)).tolist() == [n // 4] * 3 + [n - 3 * (n // 4)]
 
 
-def test_corrupt_digit_events_named(digits_dir, tmp_path):
+def test_corrupt_digit_events_named(short_digits_dir, tmp_path):
     """A damaged simulated-events file is a DataFileError naming it and the rm that re-simulates it."""
-    events_file, = (digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
+    events_file, = (short_digits_dir / "cache" / "digits-dvs").glob("events-*.npz")
     (tmp_path / "digits-dvs").mkdir()
     damaged = tmp_path / "digits-dvs" / events_file.name
     damaged.write_bytes(events_file.read_bytes()[:1000])
     with pytest.raises(data.DataFileError, match=f"{damaged}: corrupt simulated digit events.*rm '{damaged}'"):
-        build_datasets("digits-dvs", digits_dir, cache_dir=tmp_path, digits_config=SHORT_SACCADE)
+        build_datasets("digits-dvs", short_digits_dir, cache_dir=tmp_path, digits_config=SHORT_SACCADE)
 
 
-def test_digits_T_override(digits_dir):
-    train, test, info = build_datasets("digits-dvs", digits_dir, T=2, augment=False, digits_config=SHORT_SACCADE)
+def test_digits_T_override(short_digits_dir):
+    train, test, info = build_datasets("digits-dvs", short_digits_dir, T=2, augment=False, digits_config=SHORT_SACCADE)
     assert info.T == 2 and train[0][0].shape == (2, 2, 24, 24)
 
 
@@ -456,10 +458,10 @@ def test_cifar_transforms_shapes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     for train in (True, False):
-        x = data.cifar_transforms(train)(image)
+        x = augment.cifar_transforms(train)(image)
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    plain = data.cifar_transforms(False)(image)
-    mean, std = data.NORMALIZATION["cifar10"]
+    plain = augment.cifar_transforms(False)(image)
+    mean, std = augment.NORMALIZATION["cifar10"]
     expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - torch.tensor(mean)[:, None, None]) \
         / torch.tensor(std)[:, None, None]
     assert torch.allclose(plain, expected, atol=1e-6)

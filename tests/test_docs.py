@@ -50,6 +50,7 @@ def test_prose_quotes_the_record():
     assert all(n > 0 for n in marked.values()), marked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_python_blocks_in_docs_run(page, tmp_path):
     """Each page's python blocks run top to bottom in a fresh interpreter (working directory: a

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
 import maxformer
+import zoo
 from energy import E_AC_PJ, E_MAC_PJ, OpCounter, estimate_energy, stage_of, table9
 from neurons import LIF
 
@@ -138,7 +140,7 @@ def test_energy_constants_override_and_samples_average():
 ])
 def test_stage_of(model, name, expected):
     with torch.device("meta"):
-        net = maxformer.create_model(model)
+        net = zoo.create_model(model)
     assert stage_of(net, name) == expected
 
 
@@ -155,7 +157,7 @@ def test_no_forward_is_a_clear_error():
 
 def real_report(name: str, x: torch.Tensor, **overrides):
     torch.manual_seed(0)
-    model = maxformer.calibrate_batchnorm(maxformer.create_model(name, **overrides), [x])
+    model = maxformer.calibrate_batchnorm(zoo.create_model(name, **overrides), [x])
     return estimate_energy(model, [x], model.T)
 
 
@@ -248,7 +250,7 @@ def test_command_line_writes_tables(digits_dir, tmp_path, capsys):
 def avg_checkpoint(tmp_path_factory) -> str:
     """One of our checkpoints of the Avg-Pool twin (random weights), with the config it records."""
     torch.manual_seed(0)
-    model = maxformer.create_model("max_former_tiny", spec="embed=orig,avg,avg")
+    model = zoo.create_model("max_former_tiny", spec="embed=orig,avg,avg")
     path = tmp_path_factory.mktemp("ckpt") / "avg.pth"
     torch.save({"format": "maxformer-train/1", "model": model.state_dict(), "model_config": model.config_record,
                 "args": {"model": "max_former_tiny", "spec": "embed=orig,avg,avg"}}, path)
@@ -270,7 +272,7 @@ def test_energy_of_a_checkpoint_comes_from_its_config(digits_dir, tmp_path, avg_
         total = sum(float(r["energy_mj"]) for r in csv.DictReader(f))
     _, test, info = data.build_datasets("digits-dvs", data_dir=digits_dir, augment=False)
     x = torch.stack([test[i][0] for i in data.seeded_subset(test, 4, 0).indices])
-    model = maxformer.load_model(avg_checkpoint)
+    model = checkpoints.load_model(avg_checkpoint)
     assert total == pytest.approx(estimate_energy(model, [x], 4).energy_mj, rel=1e-5)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:

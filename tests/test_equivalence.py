@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxformer import create_model, load_official
+from checkpoints import load_official
+from zoo import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from authors import FLOWS, Ref, official_layout  # noqa: E402

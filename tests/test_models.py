@@ -14,8 +14,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 import kernels
 import maxformer
 import neurons
-from maxformer import (CheckpointError, CheckpointMismatchError, create_model, list_models, load_model, load_official,
-                       model_config, parse_spec, read_checkpoint)
+from checkpoints import (KEY_ALIASES, CheckpointError, CheckpointMismatchError, load_model, load_official,
+                         read_checkpoint)
+from zoo import create_model, list_models, model_config, parse_spec
 
 LAYOUTS = sorted((Path(__file__).parent / "reference").glob("*.json"))
 
@@ -29,7 +30,7 @@ def official_keys(path: Path) -> list[str]:
     """The layout's keys with the known older names mapped to ours (load_official does the same)."""
     keys = []
     for key in layout(path)["state_dict"]:
-        for old, new in maxformer.KEY_ALIASES:
+        for old, new in KEY_ALIASES:
             key = key.replace(old, new)
         keys.append(key)
     return keys
@@ -39,6 +40,25 @@ def random_official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     return {k: torch.randn(shape, generator=gen) if shape else torch.tensor(7)
             for k, shape in layout(path)["state_dict"].items()}
+
+
+def lively(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with random BN statistics and gains large enough that every layer fires in eval mode
+    (a fresh model's running mean 0 and variance 1 leave it silent: its logits are all zero)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.5, 3.0)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def varied(logits: torch.Tensor) -> torch.Tensor:
+    """``logits``, after checking that they differ between samples (a silent model gives all zeros)."""
+    assert logits.std(0).max() > 1e-3
+    return logits
 
 
 @pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
@@ -210,20 +230,20 @@ def test_official_architectures_forward_backward(name):
 def test_event_input_runs_with_its_own_T_and_static_input_is_repeated():
     """Events ``[B, T, C, H, W]`` run with the T they carry; a static image equals its T-fold repeat."""
     torch.manual_seed(0)
-    model = create_model("max_former_tiny").eval()
+    model = lively(create_model("max_former_tiny")).eval()
     events = torch.rand(3, 7, 2, 24, 24)
     assert model(events).shape == (3, 10)
-    image = torch.rand(3, 2, 24, 24)
+    image = torch.rand(3, 2, 24, 24) * 3
     repeated = image.unsqueeze(1).expand(3, model.T, 2, 24, 24)
-    assert torch.equal(model(image), model(repeated))
+    assert torch.equal(varied(model(image)), model(repeated))
 
 
 def test_stateless_between_calls():
     """No reset needed: the same input gives the same output twice (membranes start at zero)."""
     torch.manual_seed(0)
-    model = create_model("max_former_tiny").eval()
+    model = lively(create_model("max_former_tiny")).eval()
     x = torch.rand(2, 4, 2, 24, 24) * 3
-    assert torch.equal(model(x), model(x))
+    assert torch.equal(varied(model(x)), model(x))
 
 
 def test_ann_twin_has_no_spikes():
@@ -275,22 +295,14 @@ def test_checkpoint_stages_gives_identical_gradients():
 def test_fuse_folds_every_batch_norm_and_keeps_outputs(name):
     """``model.fuse()`` (eval) removes every BN and the logits stay equal within 1e-5."""
     torch.manual_seed(0)
-    model = create_model(name, T=4)
-    with torch.no_grad():  # non-trivial BN statistics
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(1.5, 3.0)  # large enough to keep every layer firing
-                m.bias.uniform_(-0.2, 0.2)
-    model.eval()
+    model = lively(create_model(name, T=4)).eval()
     cfg, size = model.cfg, 2 * model.stride
     x = 4 * (torch.rand(2, 4, 2, size, size) if cfg.in_channels == 2 else torch.rand(2, 3, size, size))
     with torch.no_grad():
         before = model(x)
         after = model.fuse()(x)
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules())
-    assert before.std(0).max() > 1e-3
+    varied(before)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
     with pytest.raises(RuntimeError, match="eval"):
         create_model(name).fuse()
@@ -408,7 +420,7 @@ def test_spikes_saved_as_bytes_change_no_bit_and_save_memory(name, overrides, mo
     monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: conv(z))
     monkeypatch.setattr(maxformer, "saved_as_bytes", lambda *tensors: contextlib.nullcontext())
     floats, floats_bytes = run(), kernels.saved_bytes(model, x)
-    monkeypatch.setattr(maxformer, "spike_after_norm", lambda neuron, bn, c, T: neuron(maxformer.unfold(bn(c), T)))
+    model.set_lean(False)
     plain, plain_bytes = run(), kernels.saved_bytes(model, x)
     assert all(torch.equal(a, b) for a, b in zip(lean, plain))
     assert all(torch.equal(a, b) for a, b in zip(floats, plain))
@@ -452,12 +464,16 @@ def test_a_training_forward_frees_every_spike_and_norm_output(name, overrides):
     assert [n for n, (ref, address) in outputs.items() if not ref.expired() and address not in saved_as_is] == []
 
 
-def test_ann_twin_keeps_real_valued_inputs_in_float():
+def test_ann_twin_keeps_real_valued_inputs_in_float(monkeypatch):
     """ReLU outputs are not binary: the twin's convolutions must not go through bytes."""
     ann = create_model("max_former_tiny_ann")
     x = torch.rand(2, 2, 24, 24) * 3
-    assert ann.patch_embed2.max_embed1.spikes is False
+    convolved = []
+    monkeypatch.setattr(maxformer, "spike_conv", lambda conv, z: convolved.append(z) or conv(z))
     y = ann(x)
+    assert convolved == []
+    create_model("max_former_tiny")(x)  # the spiking twin does
+    assert len(convolved) > 10
     assert y.grad_fn is not None and torch.isfinite(y).all()
 
 
@@ -495,7 +511,7 @@ def test_attention_products_are_named_modules_without_state():
 
 def test_fuse_does_not_depend_on_attribute_order():
     """Pairs come from ``conv_bn_pairs``: a module that assigns its BN before its conv still fuses."""
-    model = create_model("max_former_tiny").eval()
+    model = lively(create_model("max_former_tiny")).eval()
     embed = model.patch_embed1
     embed.proj_bn, embed.proj_conv = embed.proj_bn, embed.proj_conv  # re-registered: bn now first
     embed.register_module("proj_conv", embed._modules.pop("proj_conv"))
@@ -505,7 +521,7 @@ def test_fuse_does_not_depend_on_attribute_order():
         before = model(x)
         after = model.fuse()(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    torch.testing.assert_close(after, varied(before), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -590,12 +606,12 @@ def test_read_checkpoint_tells_corrupt_files_from_pickled_ones(tmp_path):
 
 def test_load_model_builds_ours_from_its_config_and_refuses_contradictions(tmp_path):
     torch.manual_seed(0)
-    model = create_model("max_former_tiny", spec="embed=orig,avg,avg", T=8).eval()
+    model = lively(create_model("max_former_tiny", spec="embed=orig,avg,avg", T=8)).eval()
     path = save_ours(model, tmp_path / "best.pth")
     loaded = load_model(path).eval()
-    x = torch.rand(2, 2, 24, 24)
+    x = torch.rand(2, 2, 24, 24) * 3
     assert loaded.cfg.T == 8 and loaded.cfg.embeds == ("orig", "avg", "avg")
-    assert torch.equal(loaded(x), model(x))
+    assert torch.equal(loaded(x), varied(model(x)))
     assert load_model(path, name="max_former_tiny", T=8, neuron_backend="torch").cfg.neuron_backend == "torch"
     for kwargs, match in ((dict(spec="embed=orig,max,max"), "embeds=\\['orig', 'avg', 'avg'\\], not embeds="),
                           (dict(T=4), "T=8, not T=4"), (dict(name="max_former_cifar10"), "not 'max_former_cifar10'")):

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import saved_bytes
-from neurons import (IF, LIF, NEURON_KINDS, Dynamics, Neuron, NeuronSpec, ReLUNeuron, fused_forward, neuron_sequence,
-                     pick_backend, rebuild_membrane)
+from kernels import fused_forward, rebuild_membrane, saved_bytes
+from neurons import IF, LIF, NEURON_KINDS, Dynamics, Neuron, NeuronSpec, ReLUNeuron, neuron_sequence, pick_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,8 +200,8 @@ def test_non_contiguous_input_and_gradient():
 
 TRITON_CHECK = """
 import itertools, math, torch
-from kernels import triton_kernels
-from neurons import Dynamics, fused_backward, fused_forward
+from kernels import fused_backward, fused_forward, triton_kernels
+from neurons import Dynamics
 forward, backward = triton_kernels()
 for tau, thr, v_reset, detach, surrogate in itertools.product((2.0, math.inf), (1.0, 0.5), (0.0, None, -0.3),
                                                                (True, False), ("sigmoid", "atan")):

@@ -229,10 +229,10 @@ def test_paper_configs_name_every_recipe_choice(name: str) -> None:
 
 
 def test_config_keys_are_train_flags() -> None:
-    import checkpoints
+    import settings
     import train
 
-    flags = set(checkpoints.config_keys(train.build_parser()))
+    flags = set(settings.config_keys(train.build_parser()))
     for name in PAPER_CONFIGS:
         assert set(yaml_values(name)) <= flags, (name, set(yaml_values(name)) - flags)
 

@@ -16,7 +16,7 @@ import torch
 
 import checkpoints
 import train
-from maxformer import create_model, model_config
+from zoo import create_model, model_config
 from test_train import ROOT, on_call, one_thread, read_csv, tiny  # noqa: F401 (one_thread: an autouse fixture)
 
 
@@ -421,8 +421,8 @@ def test_the_run_folder_can_be_read(done, tmp_path):
     assert (done / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = train.parse_args(["--config", str(done / "config.yaml")])
     recorded = load(done / "last.pth")["config"]
-    assert {k: v for k, v in vars(again).items() if k not in train.RUN_ONLY} == \
-        {k: v for k, v in recorded.items() if k not in train.RUN_ONLY}
+    assert {k: v for k, v in vars(again).items() if k not in train.ROLES.run_only} == \
+        {k: v for k, v in recorded.items() if k not in train.ROLES.run_only}
     recipe = json.loads((done / "recipe.json").read_text())
     assert recipe["lr_per_epoch"] == [train.lr_at(e * 4, again, 4) for e in range(2)]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

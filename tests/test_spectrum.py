@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
 import maxformer
+import zoo
 from neurons import IF, LIF
 from spectrum import (as_maps, diagonal_profile, high_frequency_share, select_layers, spatial_spectra,
                       temporal_response)
@@ -211,7 +213,7 @@ def test_tags_keep_variants_and_checkpoints_apart():
 def test_avg_twin_of_the_tiny_model_is_the_shipped_avg_run():
     from analysis_cli import AVG_TINY
     from spectrum import avg_variant_spec
-    assert avg_variant_spec(maxformer.create_model("max_former_tiny")) == AVG_TINY
+    assert avg_variant_spec(zoo.create_model("max_former_tiny")) == AVG_TINY
 
 
 def test_shipped_checkpoints_are_small_and_analysed_by_default(digits_dir, tmp_path, capsys):
@@ -222,7 +224,7 @@ def test_shipped_checkpoints_are_small_and_analysed_by_default(digits_dir, tmp_p
     for run in SHIPPED:
         for seed in run.seeds:
             assert run.path(seed).stat().st_size < 1_000_000, run.path(seed)
-            assert maxformer.read_checkpoint(run.path(seed))["format"].startswith("maxformer-train/")
+            assert checkpoints.read_checkpoint(run.path(seed))["format"].startswith("maxformer-train/")
     common = ["--data-dir", digits_dir, "--samples", "4", "--batch-size", "4", "--out", str(tmp_path)]
     main(["compare", *common, "--seed", "1"])
     out = capsys.readouterr().out

@@ -128,12 +128,12 @@ def test_verdicts_say_not_resolved_when_intervals_overlap():
 
 
 def test_variants_are_one_change_from_max_former_tiny():
-    import maxformer
     import train
-    base = maxformer.create_model("max_former_tiny").cfg
+    import zoo
+    base = zoo.create_model("max_former_tiny").cfg
     for variant in table4.VARIANTS:
         cfg = train.parse_args(["--dataset", "bands-high", *table4.VARIANTS[variant][0]])
-        built = maxformer.create_model(cfg.model, spec=cfg.spec, **({"neuron": cfg.neuron} if cfg.neuron else {})).cfg
+        built = zoo.create_model(cfg.model, spec=cfg.spec, **({"neuron": cfg.neuron} if cfg.neuron else {})).cfg
         pairs = (("embeds", built.embeds, base.embeds), ("mixers", built.mixers, base.mixers),
                  ("neuron", built.neuron, base.neuron))
         changed = {field for field, ours, theirs in pairs if ours != theirs}

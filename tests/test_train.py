@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import checkpoints
+import settings
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,7 @@ def test_eval_only_reproduces_the_logged_accuracy(two_epochs, data_dir, tmp_path
     assert train.main(flags)["test_acc1"] == pytest.approx(logged, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(two_epochs, data_dir, tmp_path):
     """torchrun, two gloo ranks: rank 0 alone writes; test metrics cover both ranks' shards; the
     learning rate follows the global batch (2 x 4 = 8: 0.128 x 8 / 256 = 0.004)."""
@@ -231,7 +233,7 @@ def test_help_documents_every_flag(capsys):
         train.main(["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    for flag in checkpoints.valid_flags(parser):
+    for flag in settings.valid_flags(parser):
         assert flag in out
 
 
