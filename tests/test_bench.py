@@ -77,7 +77,7 @@ def test_authors_net_computes_our_model_in_training_and_reset_frees_its_state():
     biases before a BN aside, whose true gradient is 0 and which both get as rounding noise) and the
     same BN running buffers; after a forward its neurons hold their state until reset()."""
     torch.manual_seed(0)
-    ours = maxformer.create_model(TINY)
+    ours = zoo.create_model(TINY)
     theirs = authors.AuthorsNet(TINY, ours)
     x = torch.rand(2, 4, 2, 24, 24) * 3
     a, b = ours(x), theirs(x)
@@ -98,7 +98,7 @@ def test_authors_net_computes_our_model_in_training_and_reset_frees_its_state():
 
 def test_authors_net_rejects_weights_that_do_not_fit_the_authors_layout():
     with pytest.raises(ValueError, match="tensors in our model"):
-        authors.AuthorsNet("max_former_cifar10", maxformer.create_model(TINY))
+        authors.AuthorsNet("max_former_cifar10", zoo.create_model(TINY))
 
 
 @pytest.mark.parametrize("variant", ["ours", "spikingjelly", "authors"])
