@@ -32,7 +32,7 @@ import math
 from typing import Protocol
 
 from augment import ERASE_AREA, ERASE_ASPECT, NORMALIZATION
-from data import EVENT_DATASETS
+from data import BAND_DATASETS, EVENT_DATASETS, bands_config
 
 SCHEDULES: tuple[str, ...] = ("epoch-cosine", "iter-cosine", "step-cosine")
 
@@ -45,7 +45,7 @@ TRAIN_SIZES: dict[str, int] = {
     "dvsgesture": 1176,  # IBM's trials_to_train.txt, as spikingjelly cuts it
     "cifar10dvs": 9000,  # first ceil(0.9 x 1000) files of each of the 10 classes
     "digits-dvs": 1437,  # scikit-learn's 1797 digits, 80/20 stratified split
-    **{f"bands-{band}": 800 for band in ("low", "mid", "high")},  # events.BandsDVSConfig: 4 classes x 200
+    **{name: bands_config(name).classes * bands_config(name).train_per_class for name in BAND_DATASETS},
 }
 
 # What the two named RandAugment policies do (docs/reference/recipes.md, "Image augmentation");

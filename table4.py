@@ -23,7 +23,8 @@ information lives: a linear classifier on the event frames kept to one octave at
     python table4.py --quick --out DIR   # a tiny grid for the test suite (a minute)
     python docs/generate.py table4       # the full grid into docs/results.json and docs/figures/
 
-A cell already finished in ``--out`` is read back, not trained again, so an interrupted grid resumes.
+A cell already finished in ``--out`` by the same flags and dataset design is read back, not trained
+again, so an interrupted grid resumes; a quick grid's cells are never taken for the full grid's.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from data import BAND_DATASETS, DATA_ERRORS, bands_config, build_datasets
-from events import BANDS, cycles_per_view
+from events import BANDS, SIMULATION_VERSION, cycles_per_view
 
 # name -> (train.py flags that make the variant of max_former_tiny, what it changes, Table 4 / section)
 VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -171,23 +172,34 @@ def cell_folder(out: Path, variant: str, dataset: str, seed: int) -> Path:
     return out / "runs" / f"{dataset}-{variant}-seed{seed}"
 
 
+def cell_identity(grid: Grid, variant: str, dataset: str, seed: int) -> dict:
+    """What makes a cell's result besides its folder's name: the variant's flags, seed, epochs, sample
+    limits and the dataset's design. A ``cell.json`` is read back only when it records the same."""
+    return {"variant_flags": list(VARIANTS[variant][0]), "seed": seed, "epochs": grid.epochs,
+            "limit_train": grid.limit_train, "limit_test": grid.limit_test,
+            "dataset": asdict(bands_config(dataset)), "simulation": SIMULATION_VERSION}
+
+
 def run_grid(grid: Grid, data_dir: str | None, out: Path, jobs: int) -> dict[tuple[str, str, int], dict]:
-    """Every cell of ``grid``, ``jobs`` at a time in fresh processes; finished cells are read back."""
+    """Every cell of ``grid``, ``jobs`` at a time in fresh processes; a cell finished in ``out`` by
+    the same flags and dataset design is read back, any other (a quick grid's, an older design's) is
+    trained again."""
     for dataset in grid.datasets:  # simulate and integrate once, before the runs share the cache
         build_datasets(dataset, data_dir=data_dir, augment=False)
     cells = [(v, d, s) for d in grid.datasets for v in grid.variants for s in grid.seeds]
     results, todo = {}, []
     for cell in cells:
         done = cell_folder(out, *cell) / "cell.json"
-        if done.is_file():
-            results[cell] = json.loads(done.read_text())
+        kept = json.loads(done.read_text()) if done.is_file() else {}
+        if kept.get("identity") == cell_identity(grid, *cell):
+            results[cell] = kept
         else:
             todo.append(cell)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_cell, grid, *cell, data_dir, cell_folder(out, *cell)): cell for cell in todo}
         for future in tqdm(as_completed(futures), total=len(futures), desc="mini Table 4", unit="run"):
             cell = futures[future]
-            results[cell] = future.result()
+            results[cell] = {**future.result(), "identity": cell_identity(grid, *cell)}
             (cell_folder(out, *cell) / "cell.json").write_text(json.dumps(results[cell], indent=1))
     return results
 

@@ -195,3 +195,12 @@ def test_the_pages_reading_follows_the_record():
     assert max(mean["bands-high"].values()) == mean["bands-high"]["max"] < 35
     hf = {v: table["bands-mid"][v]["hf_share"]["patch_embed2"] for v in table4.VARIANTS}
     assert max(hf, key=hf.get) == "orig" and hf["max"] > hf["avg"]
+
+
+def test_a_cell_is_read_back_only_for_the_same_training():
+    """A quick grid's cell (1 epoch, 64 samples) in the same folder is never taken for the full grid's."""
+    quick = table4.cell_identity(table4.QUICK, "max", "bands-low", 0)
+    assert quick == table4.cell_identity(table4.QUICK, "max", "bands-low", 0)
+    assert quick != table4.cell_identity(table4.FULL, "max", "bands-low", 0)
+    assert quick != table4.cell_identity(table4.QUICK, "avg", "bands-low", 0)
+    assert json.loads(json.dumps(quick)) == quick  # survives cell.json unchanged
